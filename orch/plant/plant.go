@@ -1,0 +1,52 @@
+// Package plant switches planted bugs on and off.
+//
+// A planted bug is a known defect compiled into the core only under the `plant` build tag, so
+// that tests and the canary can prove the checkers catch it. In a normal build Set.Has is
+// constant false and every planted branch is dead code the compiler removes.
+//
+// A Set travels inside a component's Config, never in global state, so simulations with
+// different plants can run side by side.
+package plant
+
+import "sort"
+
+// Known lists every planted bug the project has, with what it breaks.
+var Known = map[string]string{
+	"registry-lost-update":   "the registry's compare-and-set does not compare versions",
+	"registry-stale-routing": "claims hand out stale-but-busy and unconfirmed workers",
+}
+
+// Names returns the known plant names in sorted order.
+func Names() []string {
+	names := make([]string, 0, len(Known))
+	for n := range Known {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Set is a set of enabled planted bugs. The zero Set enables none.
+type Set struct {
+	names []string
+}
+
+// NewSet returns a Set with the given plants enabled. It does not check the names; use
+// Validate at the edge.
+func NewSet(names ...string) Set {
+	s := Set{names: append([]string(nil), names...)}
+	sort.Strings(s.names)
+	return s
+}
+
+// Names returns the enabled plant names, sorted.
+func (s Set) Names() []string { return append([]string(nil), s.names...) }
+
+func (s Set) contains(name string) bool {
+	for _, n := range s.names {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
