@@ -266,3 +266,38 @@ func (WorkerExpired) ObservationName() string { return "registry.expired" }
 
 // ObservationName implements node.Observation.
 func (QueenStarted) ObservationName() string { return "registry.queen_started" }
+
+// The registry's sequential specification. The queen implements it and model/ checks recorded
+// histories against it; both follow this text. W is the worker an operation names; next()
+// returns the registry-wide version counter plus one and advances it.
+//
+//	Register(spec, st):
+//	  spec invalid, or st not idle/loading     -> INVALID_REQUEST
+//	  W absent, registry holds Max workers     -> REGISTRY_FULL
+//	  W absent                                 -> create {spec, st, healthy, next(), no claim}; Created
+//	  spec.Incarnation <  W.Incarnation        -> STALE_INCARNATION
+//	  spec.Incarnation == W.Incarnation        -> Health = healthy (a confirmation; nothing else changes)
+//	  spec.Incarnation >  W.Incarnation        -> spec replaced, State = st, claim voided, healthy, next()
+//	Heartbeat(W, inc):
+//	  W absent -> UNKNOWN_WORKER; inc != W.Incarnation -> STALE_INCARNATION; else Health = healthy
+//	Get(W): W absent -> UNKNOWN_WORKER; else the record
+//	UpdateState(W, expect, to):
+//	  to invalid -> INVALID_REQUEST; W absent -> UNKNOWN_WORKER
+//	  expect != W.Version: to == busy and W.State == busy -> WORKER_ALREADY_BUSY, else VERSION_CONFLICT
+//	  to == busy and W not healthy             -> WORKER_STALE
+//	  else State = to, claim cleared, next(); if W not healthy: W removed (Removed)
+//	Claim(model, cap):
+//	  eligible: Model == model, cap empty or Capability == cap, State idle, Health healthy
+//	  none -> NO_WORKER_AVAILABLE; else one eligible W: State = busy, new ClaimID, next()
+//	Release(W, inc, claim):
+//	  W absent -> UNKNOWN_WORKER; inc != W.Incarnation -> WORKER_INCARNATION_CHANGED
+//	  W.State != busy or W.ClaimID != claim -> CLAIM_NOT_HELD
+//	  else State = idle, claim cleared, next(); if W not healthy: W removed (Removed)
+//	Remove(W): W absent -> UNKNOWN_WORKER; else W removed
+//	List(model, cap): every record matching the filter, sorted by ID
+//	internal WorkerHealthChanged(W, stale): W.Health = stale (only busy workers become stale)
+//	internal WorkerExpired(W): W removed
+//	internal QueenStarted: every W.Health = unconfirmed
+//
+// A response with UNAVAILABLE changed nothing. The record in a response is the record after
+// the operation (for a removing operation: as last written before removal).
