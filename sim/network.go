@@ -1,0 +1,114 @@
+package sim
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/rbee-sim/rbee-sim/orch/node"
+)
+
+// LinkConfig describes how a directed link behaves. The zero value is a perfect link with no
+// delay.
+type LinkConfig struct {
+	// Latency is the fixed part of a message's delay.
+	Latency time.Duration `json:"latency"`
+	// Jitter is the mean of an exponentially distributed extra delay; zero means none.
+	Jitter time.Duration `json:"jitter"`
+	// Loss is the probability, 0 to 1, that a message is dropped.
+	Loss float64 `json:"loss"`
+	// Duplicate is the probability, 0 to 1, that a message is delivered twice.
+	Duplicate float64 `json:"duplicate"`
+	// Reorder is the probability, 0 to 1, that a message gets an extra delay of up to
+	// ReorderDelay, so later messages overtake it.
+	Reorder      float64       `json:"reorder"`
+	ReorderDelay time.Duration `json:"reorder_delay"`
+}
+
+// Validate checks that probabilities are within [0, 1] and durations are not negative.
+func (c LinkConfig) Validate() error {
+	for name, p := range map[string]float64{"loss": c.Loss, "duplicate": c.Duplicate, "reorder": c.Reorder} { //det:sorted
+		if p < 0 || p > 1 || math.IsNaN(p) {
+			return fmt.Errorf("link %s probability %v is outside [0, 1]", name, p)
+		}
+	}
+	if c.Latency < 0 || c.Jitter < 0 || c.ReorderDelay < 0 {
+		return fmt.Errorf("link durations must not be negative (latency %v, jitter %v, reorder delay %v)",
+			c.Latency, c.Jitter, c.ReorderDelay)
+	}
+	return nil
+}
+
+// DefaultLink is a LAN link: 0.5 ms latency plus 0.2 ms mean jitter, nothing lost.
+var DefaultLink = LinkConfig{Latency: 500 * time.Microsecond, Jitter: 200 * time.Microsecond}
+
+type link struct{ from, to node.Addr }
+
+// Network decides the fate of every message: its delay, loss, duplication, and whether a
+// partition blocks it. Blocks are directed; a symmetric partition blocks both directions.
+type Network struct {
+	def     LinkConfig
+	links   map[link]LinkConfig
+	blocked map[link]bool
+	rng     *rand.Rand
+}
+
+func newNetwork(rng *rand.Rand) *Network {
+	return &Network{def: DefaultLink, links: map[link]LinkConfig{}, blocked: map[link]bool{}, rng: rng}
+}
+
+// SetDefault sets the configuration of every link without its own.
+func (n *Network) SetDefault(c LinkConfig) { n.def = c }
+
+// Default is the configuration of every link without its own.
+func (n *Network) Default() LinkConfig { return n.def }
+
+// SetLink sets the configuration of the directed link from -> to.
+func (n *Network) SetLink(from, to node.Addr, c LinkConfig) { n.links[link{from, to}] = c }
+
+// ClearLinks drops every per-link configuration.
+func (n *Network) ClearLinks() { clear(n.links) }
+
+// Block cuts the directed link from -> to (a one-way partition).
+func (n *Network) Block(from, to node.Addr) { n.blocked[link{from, to}] = true }
+
+// Blocked reports whether from -> to is cut.
+func (n *Network) Blocked(from, to node.Addr) bool { return n.blocked[link{from, to}] }
+
+// Heal removes every partition.
+func (n *Network) Heal() { clear(n.blocked) }
+
+// Partitioned reports whether any link is cut.
+func (n *Network) Partitioned() bool { return len(n.blocked) > 0 }
+
+func (n *Network) config(from, to node.Addr) LinkConfig {
+	if c, ok := n.links[link{from, to}]; ok {
+		return c
+	}
+	return n.def
+}
+
+// fate draws what happens to one message: how many copies arrive (0, 1 or 2) and their delays.
+func (n *Network) fate(from, to node.Addr) (copies int, d1, d2 time.Duration) {
+	c := n.config(from, to)
+	if c.Loss > 0 && n.rng.Float64() < c.Loss {
+		return 0, 0, 0
+	}
+	d1 = n.delay(c)
+	if c.Duplicate > 0 && n.rng.Float64() < c.Duplicate {
+		return 2, d1, n.delay(c)
+	}
+	return 1, d1, 0
+}
+
+func (n *Network) delay(c LinkConfig) time.Duration {
+	d := c.Latency
+	if c.Jitter > 0 {
+		d += time.Duration(n.rng.ExpFloat64() * float64(c.Jitter))
+	}
+	if c.Reorder > 0 && c.ReorderDelay > 0 && n.rng.Float64() < c.Reorder {
+		d += time.Duration(n.rng.Int64N(int64(c.ReorderDelay)) + 1)
+	}
+	return d
+}

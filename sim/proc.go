@@ -1,0 +1,139 @@
+package sim
+
+import (
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/rbee-sim/rbee-sim/orch/node"
+)
+
+// proc is one simulated process: a Node value (rebuilt at every start), its timers, its clock
+// and its place on a machine.
+type proc struct {
+	addr      node.Addr
+	machine   string
+	factory   func() node.Node
+	node      node.Node
+	up        bool
+	paused    bool
+	inc       uint64 // grows at every crash; events scheduled for an older incarnation are void
+	rng       *rand.Rand
+	clock     Clock
+	timers    map[node.TimerID]struct{}
+	nextTimer node.TimerID
+	held      []event // deliveries and timers held while paused
+	log       *slog.Logger
+	crashes   int
+}
+
+// Up reports whether the process at addr is running (paused counts as running).
+func (s *Sim) Up(addr node.Addr) bool { return s.mustProc(addr).up }
+
+// Paused reports whether the process at addr is paused.
+func (s *Sim) Paused(addr node.Addr) bool { return s.mustProc(addr).paused }
+
+// Crash kills the process at addr: its Node, timers and undelivered messages are gone. Its
+// machine's disk keeps every write (the OS still has it); see PowerFail for losing unsynced
+// writes. Crashing a process that is down does nothing.
+func (s *Sim) Crash(addr node.Addr) {
+	p := s.mustProc(addr)
+	if !p.up {
+		return
+	}
+	s.trace.record(s.now, "crash", "", addr, "", nil)
+	p.up, p.paused, p.node = false, false, nil
+	p.inc++
+	p.crashes++
+	clear(p.timers)
+	p.held = nil
+}
+
+// Restart starts a crashed process again after delay, from its factory, on the same disk.
+// Restarting a process that is up does nothing.
+func (s *Sim) Restart(addr node.Addr, delay time.Duration) {
+	p := s.mustProc(addr)
+	s.schedule(event{at: s.now + delay, kind: evStart, to: p, inc: p.inc})
+}
+
+// PowerFail crashes every process on machine and loses every unsynced write on its disk.
+func (s *Sim) PowerFail(machine string) {
+	for _, p := range s.order {
+		if p.machine == machine {
+			s.Crash(p.addr)
+		}
+	}
+	s.trace.record(s.now, "powerfail", "", node.Addr(machine), "", nil)
+	s.Disk(machine).PowerFail()
+}
+
+// Pause stops the process at addr from running: messages and timers for it wait until Resume.
+// A paused node is a slow node, not a dead one.
+func (s *Sim) Pause(addr node.Addr) {
+	p := s.mustProc(addr)
+	if !p.up || p.paused {
+		return
+	}
+	s.trace.record(s.now, "pause", "", addr, "", nil)
+	p.paused = true
+}
+
+// Resume lets a paused process run again; what it missed is delivered now, in order.
+func (s *Sim) Resume(addr node.Addr) {
+	p := s.mustProc(addr)
+	if !p.paused {
+		return
+	}
+	s.trace.record(s.now, "resume", "", addr, "", nil)
+	p.paused = false
+	held := p.held
+	p.held = nil
+	for _, e := range held {
+		e.at = s.now
+		s.schedule(e)
+	}
+}
+
+// Crashes is how many times the process at addr crashed.
+func (s *Sim) Crashes(addr node.Addr) int { return s.mustProc(addr).crashes }
+
+// env is the node.Env of one process during one event.
+type env struct {
+	s *Sim
+	p *proc
+}
+
+var _ node.Env = (*env)(nil)
+
+func (e *env) Self() node.Addr { return e.p.addr }
+
+func (e *env) Now() time.Time { return Epoch.Add(e.p.clock.Local(e.s.now)) }
+
+func (e *env) Send(to node.Addr, m node.Msg) { e.s.send(e.p, to, m) }
+
+func (e *env) After(d time.Duration, m node.Msg) node.TimerID {
+	p := e.p
+	p.nextTimer++
+	id := p.nextTimer
+	p.timers[id] = struct{}{}
+	e.s.schedule(event{at: e.s.now + p.clock.TrueDelay(d), kind: evTimer, to: p, inc: p.inc,
+		from: p.addr, msg: m, timer: id})
+	return id
+}
+
+func (e *env) Cancel(id node.TimerID) { delete(e.p.timers, id) }
+
+func (e *env) Rand() *rand.Rand { return e.p.rng }
+
+func (e *env) Disk() node.Disk { return e.s.Disk(e.p.machine) }
+
+func (e *env) Log() *slog.Logger { return e.p.log }
+
+func (e *env) Observe(o node.Observation) {
+	if m, ok := o.(node.Mark); ok {
+		e.s.marks[string(m)]++
+	}
+	if e.s.hooks.Observed != nil {
+		e.s.hooks.Observed(e.s.now, e.p.addr, o)
+	}
+}
