@@ -303,3 +303,11 @@ func (h simTimeHandler) WithAttrs(a []slog.Attr) slog.Handler {
 func (h simTimeHandler) WithGroup(name string) slog.Handler {
 	return simTimeHandler{h.Handler.WithGroup(name), h.s}
 }
+
+// Inject delivers m to the process at to as if from sent it, at the current time and without
+// the network: the way ports with no node of their own (a GPU driver, an operator's shell)
+// reach a node. It is dropped if the process is down.
+func (s *Sim) Inject(from, to node.Addr, m node.Msg) {
+	p := s.mustProc(to)
+	s.schedule(event{at: s.now, kind: evDeliver, to: p, inc: p.inc, from: from, msg: m})
+}
