@@ -1,0 +1,202 @@
+package hive
+
+import (
+	"sort"
+
+	"github.com/rbee-sim/rbee-sim/orch/api"
+	"github.com/rbee-sim/rbee-sim/orch/node"
+)
+
+// Handle implements node.Node.
+func (h *Hive) Handle(env node.Env, from node.Addr, m node.Msg) {
+	switch m := m.(type) {
+	case heartbeatTick:
+		h.handleHeartbeatTick(env)
+	case retryTick:
+		h.handleRetryTick(env)
+	case api.RegistryResp:
+		if from == h.cfg.Queen {
+			h.handleRegistryResp(env, m)
+		}
+	case api.UseReq:
+		h.handleUse(env, from, m)
+	case useDone:
+		h.handleUseDone(env, m)
+	case api.DeviceFault:
+		h.handleDeviceFault(env, m)
+	case api.WorkerHang:
+		h.handleWorkerHang(env, m)
+	case hangEnd:
+		if w := h.byID[m.Worker]; w != nil && w.hangGen == m.Gen {
+			w.hung = false
+		}
+	default:
+		env.Log().Warn("hive ignores an unknown message", "from", from, "msg", m.MsgName())
+	}
+}
+
+func (h *Hive) send(env node.Env, w *worker, req api.RegistryRequest) {
+	h.forget(w.spec.ID)
+	id := req.RequestID()
+	h.pending[id] = pending{worker: w.spec.ID, msg: req}
+	h.order = append(h.order, id)
+	env.Send(h.cfg.Queen, req)
+}
+
+// forget drops the worker's outstanding registry request, so its late answer is ignored.
+func (h *Hive) forget(worker string) {
+	for _, id := range h.order {
+		if p, ok := h.pending[id]; ok && p.worker == worker {
+			delete(h.pending, id)
+		}
+	}
+	h.compactOrder()
+}
+
+func (h *Hive) compactOrder() {
+	kept := h.order[:0]
+	for _, id := range h.order {
+		if _, ok := h.pending[id]; ok {
+			kept = append(kept, id)
+		}
+	}
+	h.order = kept
+}
+
+func (h *Hive) nextReqID() uint64 {
+	h.reqN++
+	return h.reqBase + h.reqN
+}
+
+func (h *Hive) register(env node.Env, w *worker) {
+	h.send(env, w, api.RegisterReq{ReqID: h.nextReqID(), Spec: w.spec, State: api.StateIdle})
+}
+
+func (h *Hive) hasPending(worker string) bool {
+	for _, id := range h.order {
+		if h.pending[id].worker == worker {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *Hive) handleHeartbeatTick(env node.Env) {
+	env.After(h.cfg.HeartbeatInterval, heartbeatTick{})
+	for _, w := range h.workers {
+		if w.hung || h.hasPending(w.spec.ID) {
+			continue
+		}
+		if !w.registered {
+			h.register(env, w)
+			continue
+		}
+		h.send(env, w, api.HeartbeatReq{ReqID: h.nextReqID(), Worker: w.spec.ID, Incarnation: w.spec.Incarnation})
+	}
+}
+
+// handleRetryTick sends every unanswered registry request again, with its original request ID,
+// so the queen can answer a repeat from its cache instead of applying it twice.
+func (h *Hive) handleRetryTick(env node.Env) {
+	env.After(h.cfg.RetryInterval, retryTick{})
+	for _, id := range h.order {
+		if p, ok := h.pending[id]; ok {
+			if w := h.byID[p.worker]; w != nil && w.hung {
+				continue
+			}
+			env.Send(h.cfg.Queen, p.msg)
+		}
+	}
+}
+
+func (h *Hive) handleRegistryResp(env node.Env, r api.RegistryResp) {
+	p, ok := h.pending[r.ReqID]
+	if !ok {
+		return // a duplicate, or an answer to a request we gave up on
+	}
+	delete(h.pending, r.ReqID)
+	h.compactOrder()
+	h.noteEpoch(env, r.Epoch)
+	w := h.byID[p.worker]
+	switch p.msg.(type) {
+	case api.RegisterReq:
+		h.registerAnswered(env, w, r)
+	case api.HeartbeatReq:
+		h.heartbeatAnswered(env, w, r)
+	}
+}
+
+// noteEpoch re-registers every worker when the queen's epoch changes: the queen restarted and
+// holds our workers as unconfirmed (or not at all).
+func (h *Hive) noteEpoch(env node.Env, epoch uint64) {
+	if epoch <= h.epoch {
+		return
+	}
+	restarted := h.epoch != 0
+	h.epoch = epoch
+	if !restarted {
+		return
+	}
+	env.Observe(node.Mark("hive re-registered after queen restart"))
+	for _, w := range h.workers {
+		w.registered = false
+		if !w.hung {
+			h.register(env, w)
+		}
+	}
+}
+
+func (h *Hive) registerAnswered(env node.Env, w *worker, r api.RegistryResp) {
+	switch r.Err.Code {
+	case api.CodeOK:
+		w.registered = r.Record.Incarnation == w.spec.Incarnation
+	case api.CodeStaleIncarnation:
+		// The queen knows a newer incarnation than ours: our counter was lost. Move past it.
+		if r.Record.Incarnation >= h.nextInc {
+			h.nextInc = r.Record.Incarnation
+		}
+		w.spec.Incarnation = h.newIncarnation(env)
+		h.register(env, w)
+	default:
+		env.Log().Warn("worker registration refused; will retry at the next heartbeat",
+			"worker", w.spec.ID, "code", r.Err.Code, "message", r.Err.Message, "suggestion", r.Err.Suggestion)
+	}
+}
+
+func (h *Hive) heartbeatAnswered(env node.Env, w *worker, r api.RegistryResp) {
+	switch r.Err.Code {
+	case api.CodeUnknownWorker, api.CodeStaleIncarnation:
+		env.Observe(node.Mark("hive re-registered a forgotten worker"))
+		w.registered = false
+		h.register(env, w)
+	}
+}
+
+func (h *Hive) handleDeviceFault(env node.Env, f api.DeviceFault) {
+	for _, w := range h.workers {
+		if w.spec.Capability != f.Device || f.Fallback == "" || f.Fallback == f.Device {
+			continue
+		}
+		env.Log().Warn("device failed; worker falls back", "worker", w.spec.ID, "device", f.Device, "fallback", f.Fallback)
+		env.Observe(node.Mark("worker fell back after device fault"))
+		w.spec.Capability = f.Fallback
+		w.spec.Incarnation = h.newIncarnation(env)
+		w.registered = false
+		h.failUses(env, w)
+		h.register(env, w)
+	}
+}
+
+func (h *Hive) handleWorkerHang(env node.Env, m api.WorkerHang) {
+	w := h.byID[m.Worker]
+	if w == nil || m.For <= 0 {
+		return
+	}
+	w.hung = true
+	w.hangGen++
+	env.After(m.For, hangEnd{Worker: w.spec.ID, Gen: w.hangGen})
+}
+
+func sortWorkers(ws []*worker) {
+	sort.Slice(ws, func(i, j int) bool { return ws[i].spec.ID < ws[j].spec.ID })
+}

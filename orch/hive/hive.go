@@ -1,0 +1,235 @@
+// Package hive is rbee-hive, the pool manager on every machine, as a sans-IO node.Node.
+//
+// In this slice the hive owns a set of workers (described by Config.Workers): it registers
+// them with the queen's registry, heartbeats for them, re-registers them when the queen
+// restarts or forgets them, moves them to a fallback device after a device fault (a new
+// incarnation), and runs work on them for clients that hold a claim. Later issues add the
+// model catalog, downloads, preflight and real worker processes.
+//
+// Callers' duties: give the hive a valid Config (Config.Validate) and a Disk it can keep its
+// incarnation counter on; several hives may share one Disk if their addresses differ.
+package hive
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/rbee-sim/rbee-sim/orch/api"
+	"github.com/rbee-sim/rbee-sim/orch/node"
+)
+
+// Config configures a hive.
+type Config struct {
+	// Queen is the address of queen-rbee. Required.
+	Queen node.Addr
+	// Workers are the workers this hive owns. Hive and Incarnation are filled in by the hive;
+	// ID, Model, Capability and Slots are required. May be empty.
+	Workers []api.WorkerSpec
+	// HeartbeatInterval is how often the hive heartbeats for each worker. Default 15s; zero
+	// means the default.
+	HeartbeatInterval time.Duration
+	// RetryInterval is how long an unanswered registry request waits before it is sent again
+	// with the same request ID. Default 1s; zero means the default.
+	RetryInterval time.Duration
+	// UseDedupMax bounds how many finished work requests are remembered to answer repeats.
+	// Default 1024; zero means the default.
+	UseDedupMax int
+}
+
+// DefaultConfig returns a config with every default set and no workers.
+func DefaultConfig(queen node.Addr) Config {
+	return Config{Queen: queen, HeartbeatInterval: 15 * time.Second, RetryInterval: time.Second, UseDedupMax: 1024}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig(c.Queen)
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = d.HeartbeatInterval
+	}
+	if c.RetryInterval == 0 {
+		c.RetryInterval = d.RetryInterval
+	}
+	if c.UseDedupMax == 0 {
+		c.UseDedupMax = d.UseDedupMax
+	}
+	return c
+}
+
+// Validate lists every problem with the config.
+func (c Config) Validate() error {
+	var errs []string
+	if c.Queen == "" {
+		errs = append(errs, "queen address is empty")
+	}
+	if c.HeartbeatInterval < 0 || c.RetryInterval < 0 || c.UseDedupMax < 0 {
+		errs = append(errs, "intervals and limits must not be negative")
+	}
+	seen := map[string]bool{}
+	for i, w := range c.Workers {
+		spec := w
+		spec.Hive, spec.Incarnation = "hive", 1
+		if err := spec.Validate(); err != nil {
+			errs = append(errs, fmt.Sprintf("workers[%d]: %v", i, err))
+		}
+		if seen[w.ID] {
+			errs = append(errs, fmt.Sprintf("workers[%d]: duplicate id %q", i, w.ID))
+		}
+		seen[w.ID] = true
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid hive config: %v", errs)
+	}
+	return nil
+}
+
+// Timer messages of the hive.
+type (
+	heartbeatTick struct{}
+	retryTick     struct{}
+	useDone       struct {
+		From  node.Addr
+		ReqID uint64
+	}
+	hangEnd struct {
+		Worker string
+		Gen    uint64
+	}
+)
+
+func (heartbeatTick) MsgName() string { return "hive.heartbeat_tick" }
+func (retryTick) MsgName() string     { return "hive.retry_tick" }
+func (useDone) MsgName() string       { return "hive.use_done" }
+func (hangEnd) MsgName() string       { return "hive.hang_end" }
+
+type worker struct {
+	spec       api.WorkerSpec
+	registered bool
+	hung       bool
+	hangGen    uint64
+	active     int
+}
+
+type pending struct {
+	worker string
+	msg    api.RegistryRequest
+}
+
+type useKey struct {
+	from  node.Addr
+	reqID uint64
+}
+
+type use struct {
+	worker string
+	inc    uint64
+	timer  node.TimerID
+	done   bool
+	resp   api.UseResp
+}
+
+// Hive is one rbee-hive process.
+type Hive struct {
+	cfg      Config
+	workers  []*worker // sorted by ID
+	byID     map[string]*worker
+	nextInc  uint64
+	reqBase  uint64
+	reqN     uint64
+	epoch    uint64
+	pending  map[uint64]pending
+	order    []uint64 // pending request IDs in send order
+	uses     map[useKey]*use
+	finished []useKey // finished uses, oldest first, for eviction
+}
+
+// New returns a hive. It panics on an invalid config: validate at the edge.
+func New(cfg Config) *Hive {
+	if err := cfg.Validate(); err != nil {
+		panic(err)
+	}
+	return &Hive{cfg: cfg.withDefaults()}
+}
+
+// Start implements node.Node: the hive's workers come up with a fresh incarnation (a hive
+// restart restarts its workers) and are registered with the queen.
+func (h *Hive) Start(env node.Env) {
+	h.byID = map[string]*worker{}
+	h.pending = map[uint64]pending{}
+	h.uses = map[useKey]*use{}
+	h.reqBase = env.Rand().Uint64() &^ 0xffffffff
+	h.loadIncarnation(env)
+	for _, spec := range h.cfg.Workers {
+		w := &worker{spec: spec}
+		w.spec.Hive = env.Self()
+		w.spec.Incarnation = h.newIncarnation(env)
+		h.workers = append(h.workers, w)
+		h.byID[spec.ID] = w
+	}
+	sortWorkers(h.workers)
+	for _, w := range h.workers {
+		h.register(env, w)
+	}
+	env.After(h.cfg.HeartbeatInterval, heartbeatTick{})
+	env.After(h.cfg.RetryInterval, retryTick{})
+}
+
+func (h *Hive) incFile(env node.Env) string { return "hive/" + string(env.Self()) + "/incarnation" }
+
+func (h *Hive) loadIncarnation(env node.Env) {
+	b, err := node.ReadFile(env.Disk(), h.incFile(env))
+	if err != nil && !node.IsNotExist(err) {
+		env.Log().Warn("cannot read the incarnation counter; starting above the wall clock",
+			"file", h.incFile(env), "err", err)
+	}
+	if node.IsNotExist(err) {
+		h.nextInc = 0
+		return
+	}
+	n, perr := strconv.ParseUint(string(b), 10, 64)
+	if err != nil || perr != nil {
+		// Unreadable: start high enough that no earlier incarnation can be above it.
+		n = uint64(env.Now().Unix())
+	}
+	h.nextInc = n
+}
+
+// newIncarnation returns a fresh incarnation number, made durable before it is used so that a
+// restarted hive never reuses one.
+func (h *Hive) newIncarnation(env node.Env) uint64 {
+	h.nextInc++
+	if err := node.WriteFileAtomic(env.Disk(), h.incFile(env), []byte(strconv.FormatUint(h.nextInc, 10))); err != nil {
+		env.Log().Error("cannot persist the incarnation counter; a restart may reuse an incarnation",
+			"file", h.incFile(env), "err", err)
+	}
+	return h.nextInc
+}
+
+// Registered returns the IDs of the workers whose current registration the queen
+// acknowledged, sorted.
+func (h *Hive) Registered() []string {
+	var ids []string
+	for _, w := range h.workers {
+		if w.registered {
+			ids = append(ids, w.spec.ID)
+		}
+	}
+	return ids
+}
+
+// Workers returns the current spec of every worker, sorted by ID.
+func (h *Hive) Workers() []api.WorkerSpec {
+	out := make([]api.WorkerSpec, len(h.workers))
+	for i, w := range h.workers {
+		out[i] = w.spec
+	}
+	return out
+}
+
+// Active is how many pieces of work the worker is running now.
+func (h *Hive) Active(id string) int {
+	if w := h.byID[id]; w != nil {
+		return w.active
+	}
+	return 0
+}
