@@ -1,0 +1,7 @@
+package violations
+
+import . "time"
+
+func dotClock() Time {
+	return Now() // want time
+}

@@ -1,0 +1,6 @@
+package violations
+
+import "time"
+
+// Test files are not checked.
+var _ = time.Now()

@@ -1,0 +1,7 @@
+//go:build plant
+
+package violations
+
+func tagged() {
+	go tagged() // want goroutine untyped
+}
