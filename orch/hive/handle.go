@@ -27,8 +27,8 @@ func (h *Hive) Handle(env node.Env, from node.Addr, m node.Msg) {
 	case api.WorkerHang:
 		h.handleWorkerHang(env, m)
 	case hangEnd:
-		if w := h.byID[m.Worker]; w != nil && w.hangGen == m.Gen {
-			w.hung = false
+		if w := h.byID[m.Worker]; w != nil && w.hangs > 0 {
+			w.hangs--
 		}
 	default:
 		env.Log().Warn("hive ignores an unknown message", "from", from, "msg", m.MsgName())
@@ -84,7 +84,7 @@ func (h *Hive) hasPending(worker string) bool {
 func (h *Hive) handleHeartbeatTick(env node.Env) {
 	env.After(h.cfg.HeartbeatInterval, heartbeatTick{})
 	for _, w := range h.workers {
-		if w.hung || h.hasPending(w.spec.ID) {
+		if w.hangs > 0 || h.hasPending(w.spec.ID) {
 			continue
 		}
 		if !w.registered {
@@ -101,7 +101,7 @@ func (h *Hive) handleRetryTick(env node.Env) {
 	env.After(h.cfg.RetryInterval, retryTick{})
 	for _, id := range h.order {
 		if p, ok := h.pending[id]; ok {
-			if w := h.byID[p.worker]; w != nil && w.hung {
+			if w := h.byID[p.worker]; w != nil && w.hangs > 0 {
 				continue
 			}
 			env.Send(h.cfg.Queen, p.msg)
@@ -140,7 +140,7 @@ func (h *Hive) noteEpoch(env node.Env, epoch uint64) {
 	env.Observe(node.Mark("hive re-registered after queen restart"))
 	for _, w := range h.workers {
 		w.registered = false
-		if !w.hung {
+		if w.hangs == 0 {
 			h.register(env, w)
 		}
 	}
@@ -192,9 +192,8 @@ func (h *Hive) handleWorkerHang(env node.Env, m api.WorkerHang) {
 	if w == nil || m.For <= 0 {
 		return
 	}
-	w.hung = true
-	w.hangGen++
-	env.After(m.For, hangEnd{Worker: w.spec.ID, Gen: w.hangGen})
+	w.hangs++
+	env.After(m.For, hangEnd{Worker: w.spec.ID})
 }
 
 func sortWorkers(ws []*worker) {

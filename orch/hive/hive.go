@@ -93,7 +93,6 @@ type (
 	}
 	hangEnd struct {
 		Worker string
-		Gen    uint64
 	}
 )
 
@@ -105,8 +104,7 @@ func (hangEnd) MsgName() string       { return "hive.hang_end" }
 type worker struct {
 	spec       api.WorkerSpec
 	registered bool
-	hung       bool
-	hangGen    uint64
+	hangs      int // overlapping hangs in progress; the worker is hung while any is
 	active     int
 }
 

@@ -19,7 +19,7 @@ var Known = map[string]string{
 // Names returns the known plant names in sorted order.
 func Names() []string {
 	names := make([]string, 0, len(Known))
-	for n := range Known {
+	for n := range Known { //det:sorted
 		names = append(names, n)
 	}
 	sort.Strings(names)

@@ -1,0 +1,153 @@
+package properties
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+
+	"github.com/rbee-sim/rbee-sim/faults"
+	"github.com/rbee-sim/rbee-sim/reports"
+	"github.com/rbee-sim/rbee-sim/scenario"
+)
+
+// checks is how many scenarios each property draws: RBEE_CHECKS, default 8.
+func checks() int {
+	if v, err := strconv.Atoi(os.Getenv("RBEE_CHECKS")); err == nil && v > 0 {
+		return v
+	}
+	return 8
+}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("rapid.checks"); f != nil && !isSet("rapid.checks") {
+		f.Value.Set(strconv.Itoa(checks()))
+	}
+	os.Exit(m.Run())
+}
+
+func isSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// drawScenario draws a scenario of the catalogue entry: a seed, small knobs, and a fault
+// schedule drawn fault by fault, so rapid shrinks to fewer and smaller faults.
+func drawScenario(t *rapid.T, e scenario.Entry) scenario.Scenario {
+	seed := rapid.Uint64Range(1, 1<<40).Draw(t, "seed")
+	k := scenario.Knobs{
+		Hives:          rapid.IntRange(1, 3).Draw(t, "hives"),
+		WorkersPerHive: rapid.IntRange(1, 4).Draw(t, "workers_per_hive"),
+		Clients:        rapid.IntRange(1, 6).Draw(t, "clients"),
+		Faults:         1,
+	}
+	sc := e.Generate(seed, k)
+	kinds := e.AvailableKinds(sc)
+	if len(kinds) == 0 {
+		return sc
+	}
+	topo := sc.Topology()
+	n := rapid.IntRange(0, 10).Draw(t, "faults")
+	var sch faults.Schedule
+	for i := 0; i < n; i++ {
+		kind := rapid.SampledFrom(kinds).Draw(t, fmt.Sprintf("fault%d_kind", i))
+		atS := rapid.IntRange(5, int(sc.Chaos/time.Second)-65).Draw(t, fmt.Sprintf("fault%d_at_s", i))
+		forS := rapid.IntRange(1, 60).Draw(t, fmt.Sprintf("fault%d_for_s", i))
+		detail := rapid.Uint64().Draw(t, fmt.Sprintf("fault%d_detail", i))
+		kd, _ := faults.Lookup(kind)
+		f := kd.Draw(rand.New(rand.NewPCG(detail, 0)), topo, time.Duration(atS)*time.Second, time.Duration(forS)*time.Second)
+		sch = append(sch, f)
+	}
+	// Keep the scenario's own guaranteed faults (a scenario about a fault needs that fault).
+	for _, f := range sc.Faults {
+		if len(sc.Require) > 0 {
+			sch = append(sch, f)
+		}
+	}
+	sc.Faults = sch
+	return sc
+}
+
+// failureRoot is where shrunk failing scenarios go: the test's artifact folder when go test
+// was given -artifacts, else a folder under the system's temp dir.
+func failureRoot(t *testing.T) string {
+	if dir := os.Getenv("RBEE_FAILURE_DIR"); dir != "" {
+		return dir
+	}
+	return filepath.Join(os.TempDir(), "rbee-sim-failures")
+}
+
+// checkScenario is the property: the drawn scenario runs and every checker holds. On failure
+// it writes the scenario (rapid's last failing call is the shrunk one) and the replay command.
+func checkScenario(t *testing.T, id string) {
+	e, err := scenario.Lookup(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := failureRoot(t)
+	rapid.Check(t, func(rt *rapid.T) {
+		sc := drawScenario(rt, e)
+		if err := sc.Validate(); err != nil {
+			rt.Fatalf("drew an invalid scenario (a bug in the generator): %v", err)
+		}
+		res := scenario.Run(sc, scenario.Options{})
+		if res.Passed {
+			return
+		}
+		c := res.FirstFailure()
+		file, werr := reports.WriteFolder(reports.FailureDir(root, sc), sc, &res)
+		if werr != nil {
+			rt.Fatalf("%s seed %d failed [%s] %s: %s (and the report could not be written: %v)", sc.ID, sc.Seed, c.Stage, c.Name, c.Detail, werr)
+		}
+		rt.Fatalf("%s seed %d failed [%s] %s: %s\n  replay: %s", sc.ID, sc.Seed, c.Stage, c.Name, c.Detail,
+			reports.ReplayCommand(sc, file))
+	})
+}
+
+// TestRegistryLinearizable covers registry/linearizable.
+func TestRegistryLinearizable(t *testing.T) { checkScenario(t, "registry/linearizable") }
+
+// TestRegistryHeartbeatTimeoutBusy covers registry/heartbeat-timeout-busy.
+func TestRegistryHeartbeatTimeoutBusy(t *testing.T) {
+	checkScenario(t, "registry/heartbeat-timeout-busy")
+}
+
+// TestRegistryOverflow covers registry/overflow.
+func TestRegistryOverflow(t *testing.T) { checkScenario(t, "registry/overflow") }
+
+// TestRegistryConcurrentStateUpdate covers registry/concurrent-state-update.
+func TestRegistryConcurrentStateUpdate(t *testing.T) {
+	checkScenario(t, "registry/concurrent-state-update")
+}
+
+// TestRegistryCapabilityChange covers registry/capability-change.
+func TestRegistryCapabilityChange(t *testing.T) { checkScenario(t, "registry/capability-change") }
+
+// TestRegistryPersistence covers registry/persistence.
+func TestRegistryPersistence(t *testing.T) { checkScenario(t, "registry/persistence") }
+
+// TestDeterminism: the same scenario twice gives the same trace hash; another seed another.
+func TestDeterminism(t *testing.T) {
+	for _, e := range scenario.Catalogue() {
+		t.Run(e.ID, func(t *testing.T) {
+			sc := e.Generate(42, scenario.Knobs{})
+			a := scenario.Run(sc, scenario.Options{})
+			b := scenario.Run(sc, scenario.Options{})
+			if a.TraceHash != b.TraceHash || a.Events != b.Events {
+				t.Fatalf("same scenario, two runs: hashes %s and %s, events %d and %d", a.TraceHash, b.TraceHash, a.Events, b.Events)
+			}
+			c := scenario.Run(e.Generate(43, scenario.Knobs{}), scenario.Options{})
+			if c.TraceHash == a.TraceHash {
+				t.Fatalf("seeds 42 and 43 gave the same trace hash %s", a.TraceHash)
+			}
+		})
+	}
+}

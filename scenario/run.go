@@ -1,0 +1,369 @@
+package scenario
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/rbee-sim/rbee-sim/faults"
+	"github.com/rbee-sim/rbee-sim/model"
+	"github.com/rbee-sim/rbee-sim/orch/api"
+	"github.com/rbee-sim/rbee-sim/orch/hive"
+	"github.com/rbee-sim/rbee-sim/orch/keeper"
+	"github.com/rbee-sim/rbee-sim/orch/node"
+	"github.com/rbee-sim/rbee-sim/orch/plant"
+	"github.com/rbee-sim/rbee-sim/orch/queen"
+	"github.com/rbee-sim/rbee-sim/sim"
+)
+
+// Options change how a scenario runs without changing what it does.
+type Options struct {
+	// Trace, when set, receives the trace as JSON lines.
+	Trace io.Writer
+	// KeepTraceLines keeps every event's canonical text in the result, to find where two runs
+	// diverge.
+	KeepTraceLines bool
+	// CheckTimeout bounds the linearizability check; zero means 30s. A check that times out
+	// is "not proven", which fails the run.
+	CheckTimeout time.Duration
+}
+
+// CheckerResult is one checker's verdict. Stage orders them: assumptions, linearizability,
+// monitors, liveness.
+type CheckerResult struct {
+	Name   string `json:"name"`
+	Stage  string `json:"stage"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
+// Result is what a run did and how it was judged.
+type Result struct {
+	Scenario    string          `json:"scenario"`
+	Seed        uint64          `json:"seed"`
+	Passed      bool            `json:"passed"`
+	Checkers    []CheckerResult `json:"checkers"`
+	Events      uint64          `json:"events"`
+	SimSeconds  float64         `json:"sim_seconds"`
+	WallSeconds float64         `json:"wall_seconds"`
+	TraceHash   string          `json:"trace_hash"`
+	// CheckSeconds is the wall time of the linearizability check alone.
+	CheckSeconds float64        `json:"check_seconds"`
+	Operations   int            `json:"operations"`
+	Marks        map[string]int `json:"marks"`
+	Faults       map[string]int `json:"faults_activated"`
+	FailureFile  string         `json:"failure_file,omitempty"`
+
+	traceLines []string
+	lin        *model.RegistryResult
+	annotate   []porcupine.Annotation
+}
+
+// TraceLines are the canonical event texts, when Options.KeepTraceLines was set.
+func (r *Result) TraceLines() []string { return r.traceLines }
+
+// FirstFailure is the first checker that did not hold, or nil.
+func (r *Result) FirstFailure() *CheckerResult {
+	for i := range r.Checkers {
+		if !r.Checkers[i].OK {
+			return &r.Checkers[i]
+		}
+	}
+	return nil
+}
+
+// run holds one simulation and what watches it.
+type run struct {
+	sc      Scenario
+	s       *sim.Sim
+	hist    *model.History
+	mon     *monitors
+	queen   node.Addr
+	hives   map[node.Addr]bool
+	clients map[node.Addr]bool
+	inj     *faults.Injector
+}
+
+// Run runs a valid scenario and judges it.
+func Run(sc Scenario, o Options) Result {
+	start := time.Now()
+	r := newRun(sc, o)
+	r.s.Run(sc.Chaos)
+	r.healAll()
+	completedAtChaos := r.completed()
+	r.s.Run(sc.Chaos + sc.Settle)
+	res := Result{Scenario: sc.ID, Seed: sc.Seed, Events: r.s.Trace().Events(),
+		SimSeconds: r.s.Now().Seconds(), TraceHash: fmt.Sprintf("%016x", r.s.Trace().Hash()),
+		Marks: r.s.Marks(), Faults: r.inj.Activated(), traceLines: r.s.Trace().Lines()}
+	if o.Trace != nil {
+		r.s.Trace().Flush()
+	}
+	r.judge(&res, o, completedAtChaos)
+	res.WallSeconds = time.Since(start).Seconds()
+	return res
+}
+
+func newRun(sc Scenario, o Options) *run {
+	r := &run{sc: sc, s: sim.New(sim.Options{Seed: sc.Seed, KeepTraceLines: o.KeepTraceLines}),
+		hist: model.NewHistory(), queen: sc.Queen.Addr, hives: map[node.Addr]bool{}, clients: map[node.Addr]bool{}}
+	if o.Trace != nil {
+		r.s.Trace().WriteJSON(o.Trace)
+	}
+	r.s.Network().SetDefault(sc.Network)
+	qcfg := queen.DefaultConfig()
+	qcfg.MaxWorkers, qcfg.HeartbeatTimeout, qcfg.StaleGrace = sc.Queen.MaxWorkers, sc.Queen.HeartbeatTimeout, sc.Queen.StaleGrace
+	qcfg.Plants = plant.NewSet(sc.Plants...)
+	r.s.Add(sc.Queen.Addr, string(sc.Queen.Addr), 0, func() node.Node { return queen.New(qcfg) })
+	for _, h := range sc.Hives {
+		hcfg := hive.DefaultConfig(sc.Queen.Addr)
+		hcfg.Workers = h.Workers
+		machine := h.Machine
+		if machine == "" {
+			machine = string(h.Addr)
+		}
+		r.hives[h.Addr] = true
+		r.s.Add(h.Addr, machine, 0, func() node.Node { return hive.New(hcfg) })
+	}
+	for i, c := range sc.Clients {
+		kcfg := c.Keeper
+		r.clients[c.Addr] = true
+		// Clients start a little after the hives, staggered, as routers do.
+		r.s.Add(c.Addr, string(c.Addr), time.Second+time.Duration(i)*100*time.Millisecond,
+			func() node.Node { return keeper.New(kcfg) })
+	}
+	r.mon = newMonitors(sc, r.s)
+	r.s.SetHooks(sim.Hooks{Sent: r.sent, Delivered: r.delivered, Observed: r.observed, AfterEvent: r.mon.afterEvent})
+	r.inj = faults.NewInjector(r.s, sc.Topology())
+	r.inj.Schedule(sc.Faults)
+	return r
+}
+
+// sent records invocations at the client side: the first send of a (client, request ID).
+func (r *run) sent(at time.Duration, from, to node.Addr, m node.Msg) {
+	if req, ok := m.(api.RegistryRequest); ok && to == r.queen {
+		r.hist.Invoke(from, req, int64(at))
+		r.mon.request(from, req)
+	}
+	if resp, ok := m.(api.RegistryResp); ok && from == r.queen {
+		r.mon.response(at, to, resp)
+	}
+}
+
+// delivered records returns at the client side: the first response that reaches the client.
+func (r *run) delivered(at time.Duration, from, to node.Addr, m node.Msg) {
+	if resp, ok := m.(api.RegistryResp); ok && from == r.queen {
+		r.hist.Return(to, resp, int64(at))
+	}
+}
+
+func (r *run) observed(at time.Duration, from node.Addr, o node.Observation) {
+	if from == r.queen {
+		r.hist.Internal(o, int64(at))
+	}
+}
+
+// healAll ends the chaos phase: the network heals, paused processes resume, and processes
+// that are down start again.
+func (r *run) healAll() {
+	r.s.Network().Heal()
+	r.s.Network().SetDefault(r.sc.Network)
+	r.s.Network().ClearLinks()
+	for _, a := range r.s.Addrs() {
+		if r.s.Paused(a) {
+			r.s.Resume(a)
+		}
+		if !r.s.Up(a) {
+			r.s.Restart(a, 0)
+		}
+	}
+}
+
+func (r *run) completed() int {
+	n := 0
+	for _, c := range r.sc.Clients {
+		if k, ok := r.s.Node(c.Addr).(*keeper.Keeper); ok {
+			n += k.Stats().Completed
+		}
+	}
+	return n
+}
+
+func (r *run) judge(res *Result, o Options, completedAtChaos int) {
+	add := func(c CheckerResult) { res.Checkers = append(res.Checkers, c) }
+	assumptions := r.checkAssumptions(res)
+	for _, c := range assumptions {
+		add(c)
+	}
+	if failed(assumptions) {
+		return
+	}
+	add(r.checkLinearizable(res, o))
+	for _, c := range r.mon.results() {
+		add(c)
+	}
+	add(r.checkLiveness(completedAtChaos))
+	res.Passed = !failed(res.Checkers)
+}
+
+func failed(cs []CheckerResult) bool {
+	for _, c := range cs {
+		if !c.OK {
+			return true
+		}
+	}
+	return false
+}
+
+// checkAssumptions: a run that did no work, or never reached the rare path it is about, proves
+// nothing and is invalid rather than passed.
+func (r *run) checkAssumptions(res *Result) []CheckerResult {
+	work := CheckerResult{Name: "workload ran", Stage: "assumptions"}
+	completed := r.completed()
+	work.OK = completed > 0 && r.hist.Len() > 0
+	work.Detail = fmt.Sprintf("%d pieces of work completed, %d registry operations recorded", completed, r.hist.Len())
+	out := []CheckerResult{work}
+	if len(r.sc.Require) > 0 {
+		c := CheckerResult{Name: "required paths reached", Stage: "assumptions", OK: true}
+		var parts []string
+		for _, m := range r.sc.Require {
+			n := res.Marks[m]
+			parts = append(parts, fmt.Sprintf("%q x%d", m, n))
+			if n == 0 {
+				c.OK = false
+			}
+		}
+		c.Detail = strings.Join(parts, ", ")
+		if !c.OK {
+			c.Detail += " (a required path was never reached: this run is invalid, not a pass)"
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func (r *run) checkLinearizable(res *Result, o Options) CheckerResult {
+	timeout := o.CheckTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	ops := r.hist.Operations()
+	lin := model.CheckRegistry(ops, timeout)
+	res.lin = &lin
+	res.Operations = lin.Ops
+	res.CheckSeconds = lin.Elapsed.Seconds()
+	res.annotate = r.faultAnnotations()
+	c := CheckerResult{Name: "registry linearizable", Stage: "linearizability"}
+	switch lin.Verdict {
+	case porcupine.Ok:
+		c.OK = true
+		c.Detail = fmt.Sprintf("%d operations in %d partitions (%d without a reply) linearizable; checked in %v",
+			lin.Ops, lin.Partitions, r.hist.Open(), lin.Elapsed.Round(time.Millisecond))
+	case porcupine.Illegal:
+		c.Detail = fmt.Sprintf("%d operations in %d partitions: NOT linearizable: no order of the operations explains what the clients saw (see history.html)",
+			lin.Ops, lin.Partitions)
+	default:
+		c.Detail = fmt.Sprintf("check timed out after %v: not proven (counts as a failure)", timeout)
+	}
+	return c
+}
+
+// faultAnnotations mark each fault on porcupine's timeline.
+func (r *run) faultAnnotations() []porcupine.Annotation {
+	var out []porcupine.Annotation
+	for _, f := range r.sc.Faults {
+		end := f.At + f.For
+		out = append(out, porcupine.Annotation{Tag: "faults", Start: int64(f.At), End: int64(end),
+			Description: f.Kind, Details: fmt.Sprintf("%s targets=%v for=%v value=%d", f.Kind, f.Targets, f.For, f.Value),
+			BackgroundColor: "#fde2e2"})
+	}
+	return out
+}
+
+// checkLiveness: after the settle phase every live hive's workers are registered with their
+// current incarnation and healthy (unless the registry is full), no record is a ghost, and
+// clients made progress after the faults stopped.
+func (r *run) checkLiveness(completedAtChaos int) CheckerResult {
+	c := CheckerResult{Name: "registry converges after faults stop", Stage: "liveness"}
+	q, ok := r.s.Node(r.queen).(*queen.Queen)
+	if !ok {
+		c.Detail = "the queen is down at the end of the settle phase"
+		return c
+	}
+	want := map[string]api.WorkerSpec{}
+	var problems []string
+	for _, h := range r.sc.Hives {
+		hv, up := r.s.Node(h.Addr).(*hive.Hive)
+		if !up {
+			problems = append(problems, fmt.Sprintf("hive %s is down", h.Addr))
+			continue
+		}
+		for _, w := range hv.Workers() {
+			want[w.ID] = w
+		}
+	}
+	records := q.Records()
+	for _, rec := range records {
+		w, ok := want[rec.ID]
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("ghost worker %s in the registry", rec.ID))
+		case rec.Incarnation != w.Incarnation || rec.Capability != w.Capability:
+			problems = append(problems, fmt.Sprintf("worker %s registered as incarnation %d on %s, hive has %d on %s",
+				rec.ID, rec.Incarnation, rec.Capability, w.Incarnation, w.Capability))
+		case rec.Health != api.HealthHealthy:
+			problems = append(problems, fmt.Sprintf("worker %s is %s", rec.ID, rec.Health))
+		}
+		delete(want, rec.ID)
+	}
+	if len(records) < r.sc.Queen.MaxWorkers {
+		for _, id := range sortedKeys(want) {
+			problems = append(problems, fmt.Sprintf("worker %s never registered", id))
+		}
+	}
+	progress := r.completed() - completedAtChaos
+	if progress <= 0 && len(r.sc.Clients) > 0 && r.anyClientActive() {
+		problems = append(problems, "no work completed after the faults stopped")
+	}
+	c.OK = len(problems) == 0
+	c.Detail = fmt.Sprintf("%d workers registered, %d pieces of work completed while settling", len(records), progress)
+	if !c.OK {
+		c.Detail = strings.Join(problems, "; ")
+	}
+	return c
+}
+
+func (r *run) anyClientActive() bool {
+	for _, c := range r.sc.Clients {
+		if c.Keeper.Acquisitions == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// LinearizabilityFailed reports whether the linearizability check ran and found a violation.
+func (r *Result) LinearizabilityFailed() bool {
+	return r.lin != nil && r.lin.Verdict == porcupine.Illegal
+}
+
+// WriteHistoryHTML writes porcupine's visualisation of the registry history, annotated with
+// the fault timeline. It needs a run whose linearizability check ran.
+func (r *Result) WriteHistoryHTML(path string) error {
+	if r.lin == nil {
+		return fmt.Errorf("no linearizability check ran in this run, so there is no history to draw")
+	}
+	return r.lin.WriteVisualization(path, r.annotate)
+}
