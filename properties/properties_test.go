@@ -17,12 +17,12 @@ import (
 	"github.com/rbee-sim/rbee-sim/scenario"
 )
 
-// checks is how many scenarios each property draws: RBEE_CHECKS, default 8.
+// checks is how many scenarios each property draws: RBEE_CHECKS, default 40.
 func checks() int {
 	if v, err := strconv.Atoi(os.Getenv("RBEE_CHECKS")); err == nil && v > 0 {
 		return v
 	}
-	return 8
+	return 40
 }
 
 func TestMain(m *testing.M) {
@@ -92,6 +92,7 @@ func checkScenario(t *testing.T, id string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Parallel()
 	root := failureRoot(t)
 	rapid.Check(t, func(rt *rapid.T) {
 		sc := drawScenario(rt, e)

@@ -229,7 +229,7 @@ func buildConcurrentCAS(rng *rand.Rand, k Knobs) Scenario {
 				ThinkTime: 20 * time.Millisecond, WorkTime: 200 * time.Millisecond}})
 	}
 	sc.Chaos, sc.Settle = 2*time.Minute, time.Minute
-	sc.Require = []string{"keeper lost a compare-and-set"}
+	sc.Require = []string{markContended}
 	return sc
 }
 

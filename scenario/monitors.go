@@ -25,7 +25,14 @@ type monitors struct {
 	twoWinners string
 	casChecked int
 	handedOut  int
+	// casSeen maps (worker, expected version) to the first request that tried it; contended
+	// counts compare-and-sets that raced another for the same version.
+	casSeen   map[casKey]reqKey
+	contended int
 }
+
+// markContended is the harness's own coverage mark: two compare-and-sets raced for one version.
+const markContended = "harness: contended compare-and-set"
 
 type reqKey struct {
 	client node.Addr
@@ -39,7 +46,7 @@ type casKey struct {
 
 func newMonitors(sc Scenario, s *sim.Sim) *monitors {
 	return &monitors{sc: sc, s: s, max: sc.Queen.MaxWorkers, casReqs: map[reqKey]api.UpdateStateReq{},
-		casWinners: map[casKey]reqKey{}}
+		casWinners: map[casKey]reqKey{}, casSeen: map[casKey]reqKey{}}
 }
 
 // afterEvent: never more than the maximum registered.
@@ -54,7 +61,14 @@ func (m *monitors) afterEvent(at time.Duration) {
 
 func (m *monitors) request(from node.Addr, req api.RegistryRequest) {
 	if u, ok := req.(api.UpdateStateReq); ok && u.To == api.StateBusy {
-		m.casReqs[reqKey{from, u.ReqID}] = u
+		key := reqKey{from, u.ReqID}
+		m.casReqs[key] = u
+		ck := casKey{u.Worker, u.ExpectVersion}
+		if first, seen := m.casSeen[ck]; !seen {
+			m.casSeen[ck] = key
+		} else if first != key {
+			m.contended++
+		}
 	}
 }
 

@@ -99,6 +99,9 @@ func Run(sc Scenario, o Options) Result {
 	res := Result{Scenario: sc.ID, Seed: sc.Seed, Events: r.s.Trace().Events(),
 		SimSeconds: r.s.Now().Seconds(), TraceHash: fmt.Sprintf("%016x", r.s.Trace().Hash()),
 		Marks: r.s.Marks(), Faults: r.inj.Activated(), traceLines: r.s.Trace().Lines()}
+	if r.mon.contended > 0 {
+		res.Marks[markContended] = r.mon.contended
+	}
 	if o.Trace != nil {
 		r.s.Trace().Flush()
 	}
@@ -169,9 +172,7 @@ func (r *run) observed(at time.Duration, from node.Addr, o node.Observation) {
 // healAll ends the chaos phase: the network heals, paused processes resume, and processes
 // that are down start again.
 func (r *run) healAll() {
-	r.s.Network().Heal()
-	r.s.Network().SetDefault(r.sc.Network)
-	r.s.Network().ClearLinks()
+	r.inj.HealAll()
 	for _, a := range r.s.Addrs() {
 		if r.s.Paused(a) {
 			r.s.Resume(a)
