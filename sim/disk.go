@@ -22,8 +22,10 @@ type Disk struct {
 type simFile struct {
 	volatile []byte
 	durable  []byte
-	// synced is false while volatile differs from durable.
-	synced bool
+	// synced is false while volatile differs from durable; then dirtyFrom is the lowest
+	// offset where they may differ, so Sync copies only the changed tail (logs append).
+	synced    bool
+	dirtyFrom int64
 	// exists is false for a file created but never synced: a power failure removes it.
 	durableExists bool
 }
@@ -140,11 +142,11 @@ func (f *diskFile) WriteAt(p []byte, off int64) (int, error) {
 	if err := f.failWrite("write"); err != nil {
 		return 0, err
 	}
+	sf.dirty(min(off, int64(len(sf.volatile))))
 	if end := off + int64(len(p)); end > int64(len(sf.volatile)) {
 		sf.volatile = append(sf.volatile, make([]byte, end-int64(len(sf.volatile)))...)
 	}
 	copy(sf.volatile[off:], p)
-	sf.synced = false
 	return len(p), nil
 }
 
@@ -164,12 +166,12 @@ func (f *diskFile) Truncate(size int64) error {
 	if err := f.failWrite("truncate"); err != nil {
 		return err
 	}
+	sf.dirty(min(size, int64(len(sf.volatile))))
 	if size <= int64(len(sf.volatile)) {
 		sf.volatile = sf.volatile[:size:size]
 	} else {
 		sf.volatile = append(sf.volatile, make([]byte, size-int64(len(sf.volatile)))...)
 	}
-	sf.synced = false
 	return nil
 }
 
@@ -182,11 +184,24 @@ func (f *diskFile) Sync() error {
 		return err
 	}
 	if !sf.synced || !sf.durableExists {
-		sf.durable = append(sf.durable[:0], sf.volatile...)
+		from := min(sf.dirtyFrom, int64(len(sf.durable)))
+		if !sf.durableExists {
+			from = 0
+		}
+		sf.durable = append(sf.durable[:from], sf.volatile[from:]...)
 		sf.synced = true
 		sf.durableExists = true
 	}
 	return nil
+}
+
+// dirty notes a change at or after off.
+func (sf *simFile) dirty(off int64) {
+	if sf.synced {
+		sf.synced, sf.dirtyFrom = false, off
+		return
+	}
+	sf.dirtyFrom = min(sf.dirtyFrom, off)
 }
 
 func (f *diskFile) Close() error { return nil }

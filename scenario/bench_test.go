@@ -1,0 +1,32 @@
+package scenario
+
+import (
+	"testing"
+	"time"
+)
+
+// BenchmarkRegistryScenario runs registry/linearizable (chaos and settle, about 14 simulated
+// minutes) and reports the time compression (simulated seconds per wall second), the event
+// rate, and porcupine's check time as a share of the whole run.
+func BenchmarkRegistryScenario(b *testing.B) {
+	e, err := Lookup("registry/linearizable")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var simS, checkS float64
+	var events uint64
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		res := Run(e.Generate(uint64(i+1), Knobs{}), Options{})
+		if !res.Passed {
+			b.Fatalf("seed %d failed: %+v", i+1, res.FirstFailure())
+		}
+		simS += res.SimSeconds
+		checkS += res.CheckSeconds
+		events += res.Events
+	}
+	wall := time.Since(start).Seconds()
+	b.ReportMetric(simS/wall, "sim-s/wall-s")
+	b.ReportMetric(float64(events)/wall, "events/s")
+	b.ReportMetric(100*checkS/wall, "porcupine-%")
+}

@@ -1,0 +1,5 @@
+//go:build plant
+
+package scenario
+
+func plantCompiled() bool { return true }
