@@ -1,0 +1,54 @@
+package real
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+
+	"github.com/benbjohnson/clock"
+
+	"github.com/rbee-sim/rbee-sim/orch/node"
+)
+
+// Config configures a Runtime.
+type Config struct {
+	// DataDir is the folder that holds every machine's disk: machine M keeps its files under
+	// DataDir/M/. Required; created if missing.
+	DataDir string
+	// Clock drives Env.Now and Env.After. Nil means clock.New(), the wall clock (which inside a
+	// testing/synctest bubble is the bubble's fake clock). Tests may pass clock.NewMock().
+	Clock clock.Clock
+	// Seed is the run seed; each node's random stream is derived from it and the node's
+	// address. Zero is a valid seed.
+	Seed uint64
+	// Logger receives the runtime's and the nodes' logs; each node logs with the attribute
+	// node=<addr>. Nil means discard. Must be safe for concurrent use.
+	Logger *slog.Logger
+	// Observe receives every Env.Observe call with the observing node's address. Nil means
+	// observations are ignored. Called from many node goroutines at once: it must be safe for
+	// concurrent use and should return quickly, since the node waits for it.
+	Observe func(from node.Addr, o node.Observation)
+}
+
+// Validate reports what is wrong with the config: DataDir must be set. The other fields have
+// defaults.
+func (c Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("real: Config.DataDir is empty: set it to the folder that should hold the machines' disks")
+	}
+	return nil
+}
+
+// withDefaults fills every nil field with its documented default.
+func (c Config) withDefaults() Config {
+	if c.Clock == nil {
+		c.Clock = clock.New()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Observe == nil {
+		c.Observe = func(node.Addr, node.Observation) {}
+	}
+	return c
+}
