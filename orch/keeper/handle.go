@@ -26,7 +26,7 @@ func (k *Keeper) Handle(env node.Env, from node.Addr, m node.Msg) {
 			k.release(env)
 		}
 	case api.RegistryResp:
-		if from == k.cfg.Queen && k.cur != nil && m.ReqID == k.curID {
+		if from == k.cfg.Queen && k.cur != nil && m.ReqID == k.curID && k.phase != phaseUsing {
 			k.cur = nil
 			k.handleRegistryResp(env, m)
 		}

@@ -218,10 +218,6 @@ func TestStaleResponsesAreIgnored(t *testing.T) {
 // A RegistryResp that carries the ReqID of the in-flight UseReq (the request went to the hive,
 // not the queen) must not count as its answer.
 func TestRegistryRespDoesNotAnswerUseReq(t *testing.T) {
-	t.Skip("BUG: Handle clears k.cur for any RegistryResp from the queen whose ReqID equals curID, " +
-		"even while phaseUsing (the in-flight request is a UseReq to the hive); the UseReq stops being " +
-		"retried and the real UseResp is then ignored (k.cur == nil), so the keeper only recovers via " +
-		"UseTimeout and counts the work as Failed")
 	f := start(t, testConfig(0))
 	claim := expect[api.ClaimReq](t, f.next(time.Second), queenAddr)
 	f.fromQueen(api.RegistryResp{ReqID: claim.ReqID, Record: claimed(), Epoch: 1})
