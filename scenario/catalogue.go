@@ -203,8 +203,9 @@ func buildHeartbeatBusy(rng *rand.Rand, k Knobs) Scenario {
 			Keeper: keeper.Config{Queen: sc.Queen.Addr, Models: models, ThinkTime: time.Second,
 				WorkTime: 3 * time.Minute, UseTimeout: 15 * time.Minute}})
 	}
-	// Work is long, so the cluster needs longer to show progress once the faults stop.
-	sc.Settle = 12 * time.Minute
+	// Work is long (capped at 12 min), so the cluster needs longer to show progress once the
+	// faults stop.
+	sc.Settle = 15 * time.Minute
 	sc.Require = []string{"worker stale-but-busy"}
 	return sc
 }
@@ -242,6 +243,7 @@ func buildCapabilityChange(rng *rand.Rand, k Knobs) Scenario {
 	}
 	for c := range sc.Clients {
 		sc.Clients[c].Keeper.WorkTime = 20 * time.Second
+		sc.Clients[c].Keeper.UseTimeout = 3 * time.Minute // longer than the longest work (80s)
 	}
 	sc.Require = []string{"worker fell back after device fault"}
 	return sc

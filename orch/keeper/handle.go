@@ -128,7 +128,9 @@ func (k *Keeper) acquired(env node.Env, r api.RegistryResp) {
 	k.held = r.Record
 	k.phase = phaseUsing
 	id := k.nextID()
-	work := k.expDuration(env, k.cfg.WorkTime)
+	// Work lengths are exponential but capped at workTimeCapFactor times the mean, so a
+	// scenario can bound how long any worker stays busy.
+	work := min(k.expDuration(env, k.cfg.WorkTime), workTimeCapFactor*k.cfg.WorkTime)
 	k.request(env, r.Record.Hive, id, api.UseReq{ReqID: id, Worker: r.Record.ID, Incarnation: r.Record.Incarnation,
 		ClaimID: r.Record.ClaimID, Work: work})
 	env.After(k.cfg.UseTimeout, useTimeout{ReqID: id})

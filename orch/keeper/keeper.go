@@ -30,7 +30,8 @@ type Config struct {
 	// ThinkTime is the mean pause between acquisitions (exponential). Default 500ms; zero
 	// means the default.
 	ThinkTime time.Duration `json:"think_time"`
-	// WorkTime is the mean length of one piece of work (exponential). Default 2s.
+	// WorkTime is the mean length of one piece of work (exponential, capped at four times the
+	// mean). Default 2s.
 	WorkTime time.Duration `json:"work_time"`
 	// CASPercent is the share of acquisitions, 0 to 100, made by list + compare-and-set
 	// instead of Claim. Zero means none.
@@ -81,6 +82,9 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
+
+// workTimeCapFactor caps one piece of work at this many times Config.WorkTime.
+const workTimeCapFactor = 4
 
 // Stats counts what a keeper did.
 type Stats struct {
