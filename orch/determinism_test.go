@@ -60,7 +60,7 @@ func TestCoreIsDeterministicByConstruction(t *testing.T) {
 }
 
 func TestDeterminismCheckerCatchesViolations(t *testing.T) {
-	dir := filepath.Join("testdata", "violations")
+	dir := filepath.Join("..", "testdata", "determinism", "violations")
 	wants := plantedViolations(t, dir)
 	t.Run("typed", func(t *testing.T) {
 		got, err := checkDeterminism(dir, true)
@@ -77,7 +77,7 @@ func TestDeterminismCheckerCatchesViolations(t *testing.T) {
 		compareFindings(t, got, wantsUntyped(wants), false)
 	})
 	t.Run("clean", func(t *testing.T) {
-		got, err := checkDeterminism(filepath.Join("testdata", "clean"), true)
+		got, err := checkDeterminism(filepath.Join("..", "testdata", "determinism", "clean"), true)
 		if err != nil {
 			t.Fatal(err)
 		}
