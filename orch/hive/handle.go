@@ -35,32 +35,15 @@ func (h *Hive) Handle(env node.Env, from node.Addr, m node.Msg) {
 	}
 }
 
+// send makes req the worker's one outstanding registry request (an earlier one is dropped, so
+// its late answer is ignored) and sends it.
 func (h *Hive) send(env node.Env, w *worker, req api.RegistryRequest) {
-	h.forget(w.spec.ID)
-	id := req.RequestID()
-	h.pending[id] = pending{worker: w.spec.ID, msg: req}
-	h.order = append(h.order, id)
+	if w.pending != nil {
+		delete(h.inflight, w.pending.RequestID())
+	}
+	w.pending = req
+	h.inflight[req.RequestID()] = w
 	env.Send(h.cfg.Queen, req)
-}
-
-// forget drops the worker's outstanding registry request, so its late answer is ignored.
-func (h *Hive) forget(worker string) {
-	for _, id := range h.order {
-		if p, ok := h.pending[id]; ok && p.worker == worker {
-			delete(h.pending, id)
-		}
-	}
-	h.compactOrder()
-}
-
-func (h *Hive) compactOrder() {
-	kept := h.order[:0]
-	for _, id := range h.order {
-		if _, ok := h.pending[id]; ok {
-			kept = append(kept, id)
-		}
-	}
-	h.order = kept
 }
 
 func (h *Hive) nextReqID() uint64 {
@@ -72,19 +55,10 @@ func (h *Hive) register(env node.Env, w *worker) {
 	h.send(env, w, api.RegisterReq{ReqID: h.nextReqID(), Spec: w.spec, State: api.StateIdle})
 }
 
-func (h *Hive) hasPending(worker string) bool {
-	for _, id := range h.order {
-		if h.pending[id].worker == worker {
-			return true
-		}
-	}
-	return false
-}
-
 func (h *Hive) handleHeartbeatTick(env node.Env) {
 	env.After(h.cfg.HeartbeatInterval, heartbeatTick{})
 	for _, w := range h.workers {
-		if w.hangs > 0 || h.hasPending(w.spec.ID) {
+		if w.hangs > 0 || w.pending != nil {
 			continue
 		}
 		if !w.registered {
@@ -99,26 +73,23 @@ func (h *Hive) handleHeartbeatTick(env node.Env) {
 // so the queen can answer a repeat from its cache instead of applying it twice.
 func (h *Hive) handleRetryTick(env node.Env) {
 	env.After(h.cfg.RetryInterval, retryTick{})
-	for _, id := range h.order {
-		if p, ok := h.pending[id]; ok {
-			if w := h.byID[p.worker]; w != nil && w.hangs > 0 {
-				continue
-			}
-			env.Send(h.cfg.Queen, p.msg)
+	for _, w := range h.workers {
+		if w.pending != nil && w.hangs == 0 {
+			env.Send(h.cfg.Queen, w.pending)
 		}
 	}
 }
 
 func (h *Hive) handleRegistryResp(env node.Env, r api.RegistryResp) {
-	p, ok := h.pending[r.ReqID]
+	w, ok := h.inflight[r.ReqID]
 	if !ok {
 		return // a duplicate, or an answer to a request we gave up on
 	}
-	delete(h.pending, r.ReqID)
-	h.compactOrder()
+	delete(h.inflight, r.ReqID)
+	req := w.pending
+	w.pending = nil
 	h.noteEpoch(env, r.Epoch)
-	w := h.byID[p.worker]
-	switch p.msg.(type) {
+	switch req.(type) {
 	case api.RegisterReq:
 		h.registerAnswered(env, w, r)
 	case api.HeartbeatReq:

@@ -105,12 +105,10 @@ type worker struct {
 	spec       api.WorkerSpec
 	registered bool
 	hangs      int // overlapping hangs in progress; the worker is hung while any is
-	active     int
-}
-
-type pending struct {
-	worker string
-	msg    api.RegistryRequest
+	// pending is the worker's one outstanding registry request, resent until answered; nil
+	// when none.
+	pending api.RegistryRequest
+	active  int
 }
 
 type useKey struct {
@@ -135,8 +133,7 @@ type Hive struct {
 	reqBase  uint64
 	reqN     uint64
 	epoch    uint64
-	pending  map[uint64]pending
-	order    []uint64 // pending request IDs in send order
+	inflight map[uint64]*worker // outstanding registry request ID -> its worker
 	uses     map[useKey]*use
 	finished []useKey // finished uses, oldest first, for eviction
 }
@@ -153,7 +150,7 @@ func New(cfg Config) *Hive {
 // restart restarts its workers) and are registered with the queen.
 func (h *Hive) Start(env node.Env) {
 	h.byID = map[string]*worker{}
-	h.pending = map[uint64]pending{}
+	h.inflight = map[uint64]*worker{}
 	h.uses = map[useKey]*use{}
 	h.reqBase = env.Rand().Uint64() &^ 0xffffffff
 	h.loadIncarnation(env)
