@@ -95,7 +95,7 @@ func (e Entry) Generate(seed uint64, k Knobs) Scenario {
 	if maxFor == 0 {
 		maxFor = time.Minute
 	}
-	sc.Faults = faults.RandomSchedule(frng, sc.Topology(), e.availableKinds(sc), 10*time.Second,
+	sc.Faults = faults.RandomSchedule(frng, sc.Topology(), e.AvailableKinds(sc), 10*time.Second,
 		sc.Chaos-maxFor, count, maxFor)
 	if e.ensure != nil {
 		e.ensure(frng, &sc)
@@ -141,8 +141,8 @@ func sortFaults(fs faults.Schedule) {
 	sort.SliceStable(fs, func(i, j int) bool { return fs[i].At < fs[j].At })
 }
 
-// availableKinds are the entry's fault kinds that the scenario's topology supports.
-func (e Entry) availableKinds(sc Scenario) []string {
+// AvailableKinds are the entry's fault kinds that the scenario's topology supports.
+func (e Entry) AvailableKinds(sc Scenario) []string {
 	topo := sc.Topology()
 	var kinds []string
 	for _, name := range e.FaultKinds {
@@ -152,10 +152,6 @@ func (e Entry) availableKinds(sc Scenario) []string {
 	}
 	return kinds
 }
-
-// AvailableKinds is the exported form of availableKinds, for property tests that draw their
-// own schedules.
-func (e Entry) AvailableKinds(sc Scenario) []string { return e.availableKinds(sc) }
 
 func pick(rng *rand.Rand, v, lo, hi int) int {
 	if v > 0 {
