@@ -9,13 +9,14 @@ import (
 
 // DeterministicRandom returns a reader of an endless ChaCha8 stream seeded by seed, safe for
 // concurrent use. SQLite draws its randomness (the rollback journal's nonce, random(),
-// randomblob(), temporary names) from crypto/rand.Reader, which the library reads directly
+// randomblob(), super-journal names) from crypto/rand.Reader, which the library reads directly
 // on every draw; a simulation process sets
 //
 //	rand.Reader = sqlitevfs.DeterministicRandom(seed) // crypto/rand
 //
 // once at start, before any SQLite call, so that the bytes SQLite writes to the disk depend
 // on the run seed only. Never do so in a process that also needs real cryptographic keys.
+// In a test, testing/cryptotest.SetGlobalRandom(t, seed) does the same and undoes it.
 func DeterministicRandom(seed uint64) io.Reader {
 	var s [32]byte
 	copy(s[:], "rbee-sim sqlite random ")

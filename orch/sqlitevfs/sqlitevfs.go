@@ -29,8 +29,9 @@
 //
 // Errors: a Disk error that matches syscall.ENOSPC becomes SQLITE_FULL; a missing file on
 // open becomes SQLITE_CANTOPEN; any other error becomes the SQLite I/O error of the failed
-// operation (SQLITE_IOERR_READ, _WRITE, _FSYNC, _TRUNCATE, ...). The original error stays
-// reachable: errors.Is(err, syscall.ENOSPC) holds on the *sqlite3.Error as well.
+// operation (SQLITE_IOERR_READ, _WRITE, _FSYNC, _TRUNCATE, ...). Match the SQLite codes
+// (errors.Is(err, sqlite3.FULL), errors.Is(err, sqlite3.IOERR_FSYNC)), not the disk's error:
+// the library keeps that one only until SQLite's next VFS call, so it is usually gone.
 //
 // Callers' duties:
 //   - Use a rollback journal (journal_mode DELETE, the default, or TRUNCATE), never WAL: the
@@ -39,7 +40,8 @@
 //     crypto/rand.Reader and reads the clock (datetime('now'), CURRENT_TIMESTAMP) from
 //     time.Now. A simulation process sets crypto/rand.Reader = DeterministicRandom(seed) once
 //     at start, before any SQLite call; SQL never uses 'now', CURRENT_TIMESTAMP or random():
-//     pass times as parameters from the simulated clock.
+//     pass times as parameters from the simulated clock. VFS names count registrations in
+//     the process, so they depend on what ran before: keep them out of traces and events.
 //   - A busy timeout sleeps in real time and, in a single-threaded simulation, can never see
 //     the holder release its lock: handle SQLITE_BUSY by retrying after the simulation makes
 //     progress, or avoid the conflict.
@@ -54,6 +56,7 @@ import (
 	"io"
 	"io/fs"
 	"reflect"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -128,9 +131,11 @@ func Register(d node.Disk) string {
 }
 
 // Unregister removes a VFS that Register returned; an unknown name is ignored. Files still
-// open through it are closed as if their process had died: their locks are released, and
-// any later call on them fails with SQLITE_IOERR. Temporary files they had are left on the
-// disk. Connections should be closed before, unless a crash is being simulated.
+// open through it are treated as those of a dead process: their locks are released, their
+// temporary files removed, and any later call on them fails with an SQLite I/O error (the
+// name stays known to SQLite until the last of them is closed, so that closing an abandoned
+// connection later fails cleanly instead of panicking). Close connections first, unless a
+// crash is being simulated.
 func Unregister(name string) {
 	regMu.Lock()
 	defer regMu.Unlock()
@@ -139,14 +144,18 @@ func Unregister(name string) {
 		return
 	}
 	delete(regVFS, name)
-	vfs.Unregister(name)
 	ds := v.ds
 	ds.mu.Lock()
+	v.dead = true
 	for _, f := range v.files {
 		f.release()
+		if f.deleteOnClose {
+			ds.disk.Remove(f.name) // best effort: a dead process's temp files vanish
+		}
 	}
-	v.files = nil
-	v.dead = true
+	if len(v.files) == 0 {
+		vfs.Unregister(name)
+	}
 	ds.mu.Unlock()
 	if ds.refs--; ds.refs == 0 {
 		delete(regDisks, ds.disk)
@@ -285,14 +294,14 @@ func (f *file) Close() error {
 	ds := f.v.ds
 	ds.mu.Lock()
 	defer ds.mu.Unlock()
+	if i := slices.Index(f.v.files, f); i >= 0 {
+		f.v.files = slices.Delete(f.v.files, i, i+1)
+		if f.v.dead && len(f.v.files) == 0 {
+			vfs.Unregister(f.v.name)
+		}
+	}
 	if f.f == nil {
 		return nil
-	}
-	for i, g := range f.v.files {
-		if g == f {
-			f.v.files = append(f.v.files[:i], f.v.files[i+1:]...)
-			break
-		}
 	}
 	err := f.release()
 	if f.deleteOnClose {
