@@ -16,6 +16,7 @@ const (
 	fDevice
 	fWorker
 	fFor
+	fFile
 )
 
 // firstErr returns the first non-nil error.
@@ -42,6 +43,7 @@ func unused(f Fault, used field) error {
 		{fDevice, "device", f.Device != "", f.Device},
 		{fWorker, "worker", f.Worker != "", f.Worker},
 		{fFor, "for", f.For != 0, f.For},
+		{fFile, "file", f.File != "", f.File},
 	}
 	for _, s := range set {
 		if s.on && used&s.f == 0 {

@@ -1,6 +1,7 @@
 // Package faults is the nemesis: the catalogue of faults the harness injects into a simulation
 // (partitions, lossy and slow networks, crashes, power failures, pauses, clock faults, device
-// faults and hung workers), fault schedules as plain data, random schedules, and swarm
+// faults, hung workers and disk faults: flipped bytes, clobbered headers, truncated files,
+// failed fsyncs, a full disk, slow I/O), fault schedules as plain data, random schedules, and swarm
 // selection of fault subsets.
 //
 // A Fault is JSON-encodable data, so rapid can shrink a Schedule and a failing one can be saved

@@ -22,6 +22,8 @@ type Topology struct {
 	Devices map[node.Addr][]string `json:"devices,omitempty"`
 	// Workers per hive, for worker hangs.
 	Workers map[node.Addr][]string `json:"workers,omitempty"`
+	// Files per hive: the files on the hive's machine's disk that disk faults may target.
+	Files map[node.Addr][]string `json:"files,omitempty"`
 }
 
 // Fault is one scheduled fault: plain data, JSON-encodable, so rapid can shrink a schedule and
@@ -40,6 +42,7 @@ type Fault struct {
 	Value  int64  `json:"value,omitempty"`
 	Device string `json:"device,omitempty"` // for device faults
 	Worker string `json:"worker,omitempty"` // for worker hangs
+	File   string `json:"file,omitempty"`   // for disk faults: a file on the target's machine
 }
 
 // Schedule is a list of faults, usually sorted by At.
@@ -117,7 +120,7 @@ func (f Fault) label() string {
 		}
 		parts = append(parts, strings.Join(gs, "|"))
 	}
-	for _, s := range []string{f.Device, f.Worker} {
+	for _, s := range []string{f.Device, f.Worker, f.File} {
 		if s != "" {
 			parts = append(parts, s)
 		}

@@ -72,7 +72,8 @@ type cluster struct {
 
 const linkLatency = time.Millisecond
 
-// testTopology: queen-1 and client-1 on their own machines, hive-1 and hive-2 on rack-1.
+// testTopology: queen-1 and client-1 on their own machines, hive-1 and hive-2 on rack-1;
+// disk faults may target two files of hive-1.
 func testTopology() Topology {
 	return Topology{
 		Queens:   []node.Addr{"queen-1"},
@@ -81,6 +82,7 @@ func testTopology() Topology {
 		Machines: map[node.Addr]string{"hive-1": "rack-1", "hive-2": "rack-1"},
 		Devices:  map[node.Addr][]string{"hive-1": {"cuda:1", "cuda:0"}},
 		Workers:  map[node.Addr][]string{"hive-1": {"w-1"}, "hive-2": {"w-2", "w-3"}},
+		Files:    map[node.Addr][]string{"hive-1": {"models/a.gguf", "catalog.db"}},
 	}
 }
 

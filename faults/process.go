@@ -55,8 +55,9 @@ type powerFail struct{}
 func (powerFail) Name() string { return "power-fail" }
 func (powerFail) Doc() string {
 	return "Targets [a], a queen or hive on a machine that runs no client: a's machine loses " +
-		"power; every process on it crashes, its disk loses every unsynced write, and the " +
-		"processes it crashed restart after For."
+		"power; every process on it crashes, its disk keeps only a random prefix of each " +
+		"file's unsynced writes (the last possibly torn at a 512-byte sector; sim.Disk." +
+		"PowerFailTorn), and the processes it crashed restart after For."
 }
 func (powerFail) Available(t Topology) bool { return len(powerTargets(t)) > 0 }
 func (k powerFail) Draw(rng *rand.Rand, t Topology, at, maxFor time.Duration) Fault {

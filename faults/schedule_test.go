@@ -15,6 +15,7 @@ import (
 
 var allKinds = []string{
 	"clock-drift", "clock-jump", "clock-skew", "crash-restart", "device-fault",
+	"disk-clobber-header", "disk-flip", "disk-fsync-fail", "disk-full", "disk-slow", "disk-truncate",
 	"net-delay", "net-duplicate", "net-loss", "net-reorder",
 	"partition-isolate", "partition-oneway", "partition-split", "partition-symmetric",
 	"pause", "power-fail", "worker-hang",

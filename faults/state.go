@@ -30,13 +30,15 @@ type state struct {
 	// pauses counts the active pauses of each process; paused marks the ones a fault paused.
 	pauses map[node.Addr]int
 	paused map[node.Addr]bool
+	// disk holds the active disk-full and disk-slow faults of each disk setting.
+	disk   map[diskSetting]*diskStack
 	nextID uint64
 }
 
 func newState(s *sim.Sim, t Topology) *state {
 	return &state{s: s, t: t, blocks: map[link]int{}, external: map[link]bool{},
 		drift: map[node.Addr]*driftStack{}, down: map[node.Addr]int{}, crashed: map[node.Addr]bool{},
-		pauses: map[node.Addr]int{}, paused: map[node.Addr]bool{}}
+		pauses: map[node.Addr]int{}, paused: map[node.Addr]bool{}, disk: map[diskSetting]*diskStack{}}
 }
 
 func (st *state) id() uint64 {

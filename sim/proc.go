@@ -13,10 +13,12 @@ import (
 type proc struct {
 	addr      node.Addr
 	machine   string
+	disk      *Disk // the machine's disk
 	factory   func() node.Node
 	node      node.Node
 	up        bool
 	paused    bool
+	busy      bool   // held for slow disk I/O (see Disk.SetSlowIO) until a scheduled wake-up
 	inc       uint64 // grows at every crash; events scheduled for an older incarnation are void
 	rng       *rand.Rand
 	clock     Clock
@@ -42,7 +44,7 @@ func (s *Sim) Crash(addr node.Addr) {
 		return
 	}
 	s.trace.record(s.now, "crash", "", addr, "", nil)
-	p.up, p.paused, p.node = false, false, nil
+	p.up, p.paused, p.busy, p.node = false, false, false, nil
 	p.inc++
 	p.crashes++
 	clear(p.timers)
@@ -56,7 +58,9 @@ func (s *Sim) Restart(addr node.Addr, delay time.Duration) {
 	s.schedule(event{at: s.now + delay, kind: evStart, to: p, inc: p.inc})
 }
 
-// PowerFail crashes every process on machine and loses every unsynced write on its disk.
+// PowerFail crashes every process on machine and loses the unsynced writes on its disk that
+// had not reached the platter: a random prefix of each file's unsynced writes survives, the
+// last possibly torn at a sector boundary (Disk.PowerFailTorn, drawn from the run seed).
 func (s *Sim) PowerFail(machine string) {
 	for _, p := range s.order {
 		if p.machine == machine {
@@ -64,7 +68,7 @@ func (s *Sim) PowerFail(machine string) {
 		}
 	}
 	s.trace.record(s.now, "powerfail", "", node.Addr(machine), "", nil)
-	s.Disk(machine).PowerFail()
+	s.Disk(machine).PowerFailTorn(s.diskRng)
 }
 
 // Pause stops the process at addr from running: messages and timers for it wait until Resume.
@@ -86,6 +90,13 @@ func (s *Sim) Resume(addr node.Addr) {
 	}
 	s.trace.record(s.now, "resume", "", addr, "", nil)
 	p.paused = false
+	if !p.busy {
+		s.releaseHeld(p)
+	}
+}
+
+// releaseHeld delivers now, in order, what waited while p was paused or busy.
+func (s *Sim) releaseHeld(p *proc) {
 	held := p.held
 	p.held = nil
 	for _, e := range held {
@@ -125,7 +136,7 @@ func (e *env) Cancel(id node.TimerID) { delete(e.p.timers, id) }
 
 func (e *env) Rand() *rand.Rand { return e.p.rng }
 
-func (e *env) Disk() node.Disk { return e.s.Disk(e.p.machine) }
+func (e *env) Disk() node.Disk { return e.p.disk }
 
 func (e *env) Log() *slog.Logger { return e.p.log }
 

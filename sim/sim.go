@@ -17,9 +17,13 @@ import (
 const (
 	streamNetwork uint64 = 1
 	streamKernel  uint64 = 2
+	// streamDisk tears the writes of power failures (Sim.PowerFail).
+	streamDisk uint64 = 5
 	// StreamFaults and StreamWorkload are for the harness's fault schedule and workload.
 	StreamFaults   uint64 = 3
 	StreamWorkload uint64 = 4
+	// StreamDiskFaults is for the random choices disk faults make when they are injected.
+	StreamDiskFaults uint64 = 6
 )
 
 // Hooks let a harness watch a run without changing it. Every hook is optional. Hooks run on the
@@ -48,6 +52,7 @@ type Sim struct {
 	net     *Network
 	trace   *Trace
 	rng     *rand.Rand
+	diskRng *rand.Rand // tears writes at power failures
 	hooks   Hooks
 	marks   map[string]int
 	logOut  slog.Handler
@@ -77,6 +82,7 @@ func New(o Options) *Sim {
 	s.trace.keep = o.KeepTraceLines
 	s.net = newNetwork(s.Stream(streamNetwork))
 	s.rng = s.Stream(streamKernel)
+	s.diskRng = s.Stream(streamDisk)
 	if s.logOut == nil {
 		s.logOut = slog.DiscardHandler
 	} else {
@@ -131,8 +137,8 @@ func (s *Sim) Add(addr node.Addr, machine string, startAt time.Duration, factory
 	if _, dup := s.procs[addr]; dup {
 		panic(fmt.Sprintf("sim: node %q added twice", addr))
 	}
-	p := &proc{addr: addr, machine: machine, factory: factory, rng: s.Stream(addrStream(addr)),
-		timers: map[node.TimerID]struct{}{}}
+	p := &proc{addr: addr, machine: machine, disk: s.Disk(machine), factory: factory,
+		rng: s.Stream(addrStream(addr)), timers: map[node.TimerID]struct{}{}}
 	p.log = slog.New(s.logOut).With("node", string(addr))
 	s.procs[addr] = p
 	s.order = append(s.order, p)
@@ -228,7 +234,9 @@ func (s *Sim) start(e event) {
 	p.up = true
 	p.node = p.factory()
 	s.trace.record(s.now, "start", "", p.addr, "", nil)
+	s.chargeIOStart(p)
 	p.node.Start(&env{s: s, p: p})
+	s.chargeIOEnd(p)
 }
 
 func (s *Sim) deliver(e event) {
@@ -236,7 +244,7 @@ func (s *Sim) deliver(e event) {
 	if p.inc != e.inc || !p.up {
 		return // the process crashed since: its timers and undelivered messages are gone
 	}
-	if p.paused {
+	if p.paused || p.busy {
 		p.held = append(p.held, e)
 		return
 	}
@@ -256,7 +264,9 @@ func (s *Sim) deliver(e event) {
 		}
 		s.trace.record(s.now, "deliver", e.from, p.addr, e.msg.MsgName(), e.msg)
 	}
+	s.chargeIOStart(p)
 	p.node.Handle(&env{s: s, p: p}, e.from, e.msg)
+	s.chargeIOEnd(p)
 }
 
 // send is Env.Send: the network decides the message's fate now.
