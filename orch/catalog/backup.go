@@ -43,7 +43,10 @@ func (c *Catalog) backup(name string) error {
 			return err
 		}
 	}
-	err := c.retryBusy(func() error { return c.conn.Backup("main", c.o.uri(tmp, false)) })
+	err := ensureFile(c.o.Disk, tmp)
+	if err == nil {
+		err = c.retryBusy(func() error { return c.conn.Backup("main", c.o.uri(tmp, false)) })
+	}
 	if err == nil {
 		err = syncFile(c.o.Disk, tmp)
 	}
@@ -55,7 +58,7 @@ func (c *Catalog) backup(name string) error {
 		return nil
 	}
 	c.o.Disk.Remove(tmp) // best effort: a partial snapshot is worthless
-	if isCorruption(err) && c.quickCheck() == nil {
+	if isCorruption(err) && c.check("quick_check") == nil {
 		// The catalog reads fine: the error was the backup file's, not a reason to rebuild.
 		return fmt.Errorf("writing the backup %s failed: %s", name, sqliteReason(err))
 	}
@@ -128,7 +131,7 @@ func (o Options) checkBackup(name string) error {
 	c := &Catalog{o: o, conn: conn}
 	v, err := userVersion(conn)
 	if err == nil {
-		err = c.quickCheck()
+		err = c.check("quick_check")
 	}
 	if err == nil && (v < 1 || v > SchemaVersion) {
 		err = fmt.Errorf("schema version %d, want 1-%d", v, SchemaVersion)

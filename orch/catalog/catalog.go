@@ -184,7 +184,7 @@ func Open(o Options) (*Catalog, []Event, error) {
 		c.openEvent(res)
 	}
 	if err != nil && isCorruption(err) {
-		err = c.recover(err)
+		err = c.recover(err, false)
 	}
 	if err != nil {
 		c.closeConn()
@@ -232,7 +232,8 @@ func (c *Catalog) closeConn() error {
 }
 
 // do runs one public operation: it commits a pending insert (plant), runs fn, and, when fn
-// fails because the catalog is corrupt, recovers and runs fn once more.
+// fails because the catalog is corrupt, recovers and runs fn again. The first recovery keeps
+// a file that passes a full check; if fn fails on it again, the second one replaces it.
 func (c *Catalog) do(op string, fn func() error) error {
 	if c.closed {
 		panic(fmt.Sprintf("catalog %s: %s after Close", c.o.Path, op))
@@ -247,8 +248,11 @@ func (c *Catalog) do(op string, fn func() error) error {
 		return fn()
 	}
 	err := run()
-	if err != nil && isCorruption(err) {
-		if rerr := c.recover(err); rerr != nil {
+	for attempt := range recoveriesPerCallMax {
+		if err == nil || !isCorruption(err) {
+			break
+		}
+		if rerr := c.recover(err, attempt > 0); rerr != nil {
 			return c.describe(op, rerr)
 		}
 		err = run()

@@ -13,6 +13,9 @@ import (
 
 // Limits of recovery.
 const (
+	// recoveriesPerCallMax bounds the recoveries one call may run: one that keeps a file
+	// passing the full check, and one that replaces it if the call fails on it again.
+	recoveriesPerCallMax = 2
 	// asideNamesMax bounds the suffixes tried to find a free name for a file moved aside.
 	asideNamesMax = 1000
 	// hashChunkBytes is the read size when hashing a model file.
@@ -32,10 +35,24 @@ type rebuildResult struct {
 	unreadable []string // files that are not valid models, in name order
 }
 
-// recover replaces a corrupt catalog: it moves the file aside, creates a fresh one, rebuilds
-// it from the model files, and queues one Event.
-func (c *Catalog) recover(cause error) error {
+// recover handles an error that says the catalog file is damaged. Unless force is set, it
+// first reopens the file and checks it in full (integrity_check, every row): a file that
+// passes is kept, for the error was transient (an I/O error) or another process has already
+// replaced the file. Otherwise it moves the file aside, creates a fresh one, rebuilds it from
+// the model files, and queues one Event.
+func (c *Catalog) recover(cause error, force bool) error {
 	c.closeConn()
+	if !force {
+		err := c.recheck()
+		if err == nil {
+			c.o.Log.Warn("catalog error did not recur; the file checks out, keeping it", "path", c.o.Path, "err", cause)
+			return nil
+		}
+		c.closeConn()
+		if !isCorruption(err) {
+			return err
+		}
+	}
 	c.o.Log.Warn("catalog corrupt, rebuilding", "path", c.o.Path, "err", cause)
 	backup, err := c.o.moveAside("corrupt", c.o.Plants.Has(PlantDeleteCorrupt))
 	if err != nil {
@@ -65,6 +82,20 @@ func (c *Catalog) recover(cause error) error {
 	c.o.Log.Warn(ev.Message, "suggestion", ev.Suggestion)
 	c.events = append(c.events, ev)
 	return nil
+}
+
+// recheck opens the catalog afresh and checks every page and every row.
+func (c *Catalog) recheck() error {
+	res, err := c.open()
+	if err != nil {
+		return err
+	}
+	c.openEvent(res) // the file was gone: open rebuilt it
+	if err := c.check("integrity_check"); err != nil {
+		return err
+	}
+	_, err = c.allModels()
+	return err
 }
 
 // openEvent is the Event of an Open that found no catalog (or an empty file) but model files.

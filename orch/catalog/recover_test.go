@@ -147,15 +147,56 @@ func TestDamagedRowIsRecovered(t *testing.T) {
 	checkRebuilt(t, w, c, c.Events(), intact, unreadable, damaged)
 }
 
-// catalog/corruption-recovery: an I/O error reading the catalog is treated as damage.
-func TestReadErrorIsRecovered(t *testing.T) {
-	w, c, intact, unreadable := recoveryWorld(t)
-	c.Close()
+// catalog/corruption-recovery: an I/O error reading the catalog makes the catalog check the
+// file in full; a transient error costs nothing, a lasting one moves the file aside.
+func TestReadErrors(t *testing.T) {
+	t.Run("transient", func(t *testing.T) {
+		w, c, _, _ := recoveryWorld(t)
+		want := listAll(t, c, "hf", 100)
+		c.Close()
+		w.disk.failReadsOf, w.disk.failReads = catalog.DefaultPath, 1
+		c, events := w.open()
+		defer c.Close()
+		if len(events) != 0 || w.disk.failReads != 0 {
+			t.Fatalf("events %+v, %d read faults left", events, w.disk.failReads)
+		}
+		sameModels(t, listAll(t, c, "hf", 100), want) // registration times and all
+	})
+	t.Run("lasting", func(t *testing.T) {
+		w, c, _, _ := recoveryWorld(t)
+		c.Close()
+		old := w.readFile(catalog.DefaultPath)
+		w.disk.failReadsOf, w.disk.failReads = catalog.DefaultPath, 1000
+		_, _, err := catalog.Open(w.options())
+		if !errors.Is(err, catalog.ErrUnavailable) || !strings.Contains(err.Error(), backupName) {
+			t.Fatalf("Open with unreadable catalog: %v; want ErrUnavailable naming the backup", err)
+		}
+		if got := w.readFile(backupName); string(got) != string(old) {
+			t.Fatal("the unreadable catalog was not kept")
+		}
+	})
+}
+
+// catalog/corruption-recovery: several hive processes share the catalog; the first to meet
+// the damage rebuilds it, and the others carry on with the rebuilt file, without a second
+// rebuild.
+func TestSharedCatalogIsRebuiltOnce(t *testing.T) {
+	w, a, intact, unreadable := recoveryWorld(t)
+	defer a.Close()
+	b, _ := w.open()
+	defer b.Close()
 	damaged := w.readFile(catalog.DefaultPath)
-	w.disk.failReadsOf, w.disk.failReads = catalog.DefaultPath, 1
-	c, events := w.open()
-	defer c.Close()
-	checkRebuilt(t, w, c, events, intact, unreadable, damaged)
+	damaged[pageSize(damaged)] ^= 0xff
+	w.writeFile(catalog.DefaultPath, damaged)
+	if _, _, err := a.Get(intact[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	checkRebuilt(t, w, a, a.Events(), intact, unreadable, damaged)
+	got := append(listAll(t, b, "file", 3), listAll(t, b, "hf", 3)...)
+	sameModels(t, got, intact, ignoreDownloadedAt)
+	if ev := b.Events(); len(ev) != 0 {
+		t.Fatalf("the second process rebuilt again: %+v", ev)
+	}
 }
 
 // catalog/corruption-recovery: a second recovery in the same second keeps the first backup.

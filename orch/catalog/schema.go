@@ -7,14 +7,16 @@ import (
 	"strings"
 
 	"github.com/ncruces/go-sqlite3"
+
+	"github.com/rbee-sim/rbee-sim/orch/node"
 )
 
 // SchemaVersion is the catalog schema this code writes, kept in PRAGMA user_version. Version 1
 // lacked the vram_required column.
 const SchemaVersion = 2
 
-// quickCheckRowsMax bounds the problems quick_check reports.
-const quickCheckRowsMax = 10
+// checkRowsMax bounds the problems quick_check and integrity_check report.
+const checkRowsMax = 10
 
 // modelColumns are the columns of a Model, in the order bindModel and readModel use; the
 // last one, vram_required, is the one version 2 added.
@@ -77,6 +79,9 @@ func (o Options) uri(name string, readOnly bool) string {
 
 // connect opens a read-write connection to the catalog file, creating it when missing.
 func (o Options) connect(name string) (*sqlite3.Conn, error) {
+	if err := ensureFile(o.Disk, name); err != nil {
+		return nil, err
+	}
 	conn, err := sqlite3.OpenFlags(o.uri(name, false), sqlite3.OPEN_READWRITE|sqlite3.OPEN_CREATE|sqlite3.OPEN_URI)
 	if err != nil {
 		return nil, err
@@ -119,7 +124,7 @@ func (c *Catalog) open() (rebuilt *rebuildResult, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.quickCheck(); err != nil {
+	if err := c.check("quick_check"); err != nil {
 		return nil, err
 	}
 	if err := c.st.prepare(c.conn, !c.o.Plants.Has(PlantNoDedupe)); err != nil {
@@ -222,9 +227,10 @@ func (c *Catalog) migrateV1() error {
 	return err
 }
 
-// quickCheck runs PRAGMA quick_check and turns its complaints into a corruptError.
-func (c *Catalog) quickCheck() error {
-	st, _, err := c.conn.Prepare(fmt.Sprintf(`PRAGMA quick_check(%d)`, quickCheckRowsMax))
+// check runs PRAGMA quick_check or integrity_check and turns its complaints into a
+// corruptError.
+func (c *Catalog) check(pragma string) error {
+	st, _, err := c.conn.Prepare(fmt.Sprintf(`PRAGMA %s(%d)`, pragma, checkRowsMax))
 	if err != nil {
 		return err
 	}
@@ -239,7 +245,7 @@ func (c *Catalog) quickCheck() error {
 	if len(problems) == 1 && problems[0] == "ok" {
 		return nil
 	}
-	return &corruptError{"quick_check found: " + strings.Join(problems, "; ")}
+	return &corruptError{pragma + " found: " + strings.Join(problems, "; ")}
 }
 
 func userVersion(conn *sqlite3.Conn) (int, error) {
@@ -312,4 +318,15 @@ func insertAll(conn *sqlite3.Conn, query string, models []Model) error {
 		}
 	}
 	return nil
+}
+
+// ensureFile creates an empty file when name is missing, through the Disk, which creates its
+// folders too (the OS VFS of SQLite does not); SQLite reads an empty file as an empty
+// database.
+func ensureFile(d node.Disk, name string) error {
+	f, err := d.Open(name, true)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
