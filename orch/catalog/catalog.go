@@ -6,9 +6,12 @@
 // migrates a version 1 catalog in one transaction, and refuses (read-only, untouched) a
 // catalog newer than this code. When the file is found corrupt, at Open or by any later call
 // (SQLITE_CORRUPT, SQLITE_NOTADB, an I/O error, a row breaking Model's invariants), the
-// catalog moves the bad file aside as "<Path>.corrupt-<time>" (never deleting it), creates a
-// fresh one, rebuilds it from the model files in ModelsDir (GGUF header, size, SHA-256), reports
-// one Event for the user, and retries the failed call once. A disk that is full (SQLITE_FULL)
+// catalog reopens and checks the file in full (integrity_check, every row): a file that passes
+// is kept (the error was transient, or another process already replaced the file). Otherwise
+// it moves the bad file and its journal aside as "<Path>.corrupt-<time>" (never deleting
+// them), creates a fresh catalog, rebuilds it from the model files in ModelsDir (GGUF header,
+// size, SHA-256), reports one Event for the user, and retries the failed call. A disk that is
+// full (SQLITE_FULL)
 // or an fsync that fails is not corruption: the call fails with an error that says so, and
 // the transaction leaves nothing behind.
 //
@@ -19,8 +22,11 @@
 //
 // Callers' duties:
 //   - Open the catalog on a Disk through a VFS from sqlitevfs.Register (simulation), or with
-//     VFS "" and Dir set to the disk's OS folder (real runtime); in a simulation, seed
-//     crypto/rand.Reader as sqlitevfs says.
+//     VFS "" and Dir set to the disk's OS folder (real runtime). In a simulation, seed
+//     crypto/rand.Reader as sqlitevfs says and set BusyTimeout to -1: a busy wait sleeps in
+//     real time and, in a single-threaded run, can never see the lock released.
+//   - Keep ModelsDir the same across runs: every row must name its file at ModelPath, and a
+//     row that does not reads as damage (the catalog then rebuilds).
 //   - Use one Catalog from one goroutine at a time; several Catalogs (hive processes) may share
 //     one file. Close it on a clean shutdown; after a crash simply drop it.
 //   - Put a model's file at ModelPath before registering it, write it atomically (or as

@@ -125,7 +125,8 @@ func validForCatalog(m Model, modelsDir string) error {
 // Register adds m to the catalog, unless a model with its ID is there already; inserted says
 // whether this call added it. The row has committed when Register returns. It validates m
 // first (see Model.Validate; LocalPath must be ModelPath's), but trusts that m describes the
-// file at LocalPath.
+// file at LocalPath. If the call finds the catalog corrupt, the rebuild may register the
+// model from its file before the call is retried; inserted is then false.
 func (c *Catalog) Register(m Model) (inserted bool, err error) {
 	if err := validForCatalog(m, c.o.ModelsDir); err != nil {
 		return false, err
