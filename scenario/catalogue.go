@@ -51,15 +51,14 @@ func Catalogue() []Entry {
 		{ID: "registry/linearizable", Doc: "hives and routers use the registry under partitions, crashes, loss, duplication, reordering and clock faults; its history is linearizable",
 			FaultKinds: append(append([]string{}, chaosKinds...), "device-fault", "worker-hang"), build: buildLinearizable},
 		{ID: "registry/heartbeat-timeout-busy", Doc: "a busy worker stops heartbeating past 120s: stale-but-busy, never routed to, removed when its request ends or after 5 min",
-			FaultKinds: []string{"worker-hang"}, MaxFaultFor: 5 * time.Minute, build: buildHeartbeatBusy,
-			ensure: ensureFault("worker-hang", 150*time.Second)},
+			FaultKinds: []string{"worker-hang"}, build: buildHeartbeatBusy, ensure: ensureSpacedHangs},
 		{ID: "registry/overflow", Doc: "the registry is full and hives register more: REGISTRY_FULL, nothing registered changes, never over the maximum",
 			FaultKinds: []string{"crash-restart", "partition-isolate", "net-duplicate"}, build: buildOverflow},
 		{ID: "registry/concurrent-state-update", Doc: "routers race to move one idle worker to busy: exactly one compare-and-set wins, the others get WORKER_ALREADY_BUSY",
 			FaultKinds: []string{"net-duplicate", "net-reorder", "net-delay"}, build: buildConcurrentCAS},
 		{ID: "registry/capability-change", Doc: "a GPU driver crash moves workers from cuda to cpu: a new incarnation, claims on the old one fail clearly, new requests use cpu",
 			FaultKinds: []string{"device-fault", "net-delay"}, build: buildCapabilityChange,
-			ensure: ensureFault("device-fault", 0)},
+			ensure: ensureFault("device-fault", 0, 1)},
 		{ID: "registry/persistence", Doc: "the queen crashes and loses power and restarts: the registry is rebuilt from its log and hive re-registration, and never routes to workers that died meanwhile",
 			FaultKinds: []string{"crash-restart", "power-fail", "partition-isolate"}, build: buildPersistence,
 			ensure: ensureQueenCrash},
@@ -103,25 +102,47 @@ func (e Entry) Generate(seed uint64, k Knobs) Scenario {
 	return sc
 }
 
-// ensureFault makes sure the schedule has at least one fault of kind lasting at least minFor:
-// a scenario about that fault must not be a run without it.
-func ensureFault(kind string, minFor time.Duration) func(*rand.Rand, *Scenario) {
+// ensureFault makes sure the schedule has at least n faults of kind lasting at least minFor:
+// a scenario about that fault must not be a run without it. Several make the rare path
+// certain where one fault can miss it by chance (a hang that times out in the second
+// between two pieces of work finds an idle worker).
+func ensureFault(kind string, minFor time.Duration, n int) func(*rand.Rand, *Scenario) {
 	return func(rng *rand.Rand, sc *Scenario) {
+		have := 0
 		for i, f := range sc.Faults {
 			if f.Kind == kind {
 				sc.Faults[i].For = max(f.For, minFor)
-				return
+				have++
 			}
 		}
 		k, ok := faults.Lookup(kind)
 		if !ok || !k.Available(sc.Topology()) {
 			return
 		}
-		f := k.Draw(rng, sc.Topology(), 30*time.Second+time.Duration(rng.Int64N(int64(sc.Chaos/2))), max(minFor, time.Minute))
-		f.For = max(f.For, minFor)
-		sc.Faults = append(sc.Faults, f)
+		for ; have < n; have++ {
+			f := k.Draw(rng, sc.Topology(), 30*time.Second+time.Duration(rng.Int64N(int64(sc.Chaos/2))), max(minFor, time.Minute))
+			f.For = max(f.For, minFor)
+			sc.Faults = append(sc.Faults, f)
+		}
 		sortFaults(sc.Faults)
 	}
+}
+
+// ensureSpacedHangs adds two long worker hangs that do not overlap, each past the heartbeat
+// timeout: a hang that times out in the moment between two pieces of work finds the worker
+// idle (and expires it), so one hang alone can miss stale-but-busy by chance; two apart make
+// it certain in practice.
+func ensureSpacedHangs(rng *rand.Rand, sc *Scenario) {
+	k, ok := faults.Lookup("worker-hang")
+	if !ok || !k.Available(sc.Topology()) {
+		return
+	}
+	for _, at := range []time.Duration{time.Minute, 5*time.Minute + 30*time.Second} {
+		f := k.Draw(rng, sc.Topology(), at+time.Duration(rng.Int64N(int64(10*time.Second))), time.Minute)
+		f.For = 150*time.Second + time.Duration(rng.Int64N(int64(40*time.Second)))
+		sc.Faults = append(sc.Faults, f)
+	}
+	sortFaults(sc.Faults)
 }
 
 // ensureQueenCrash makes sure the queen crashes at least once, after it has state to lose.
