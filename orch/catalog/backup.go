@@ -115,6 +115,10 @@ func Restore(o Options, backupName string) error {
 			"rename one of them to %s", err, staged, aside, o.Path)
 	}
 	o.Log.Info("catalog restored", "path", o.Path, "backup", backupName, "old_catalog", aside)
+	// Processes with the old catalog open must reopen it.
+	if _, err := o.bumpGeneration(0); err != nil {
+		return fmt.Errorf("catalog restore: the backup is in place, but other processes could not be told (%w); restart them", err)
+	}
 	return nil
 }
 

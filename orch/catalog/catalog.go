@@ -173,6 +173,8 @@ type Catalog struct {
 	// the plant catalog-ack-before-commit).
 	pending bool
 	closed  bool
+	// gen is the catalog file's generation when this connection opened it.
+	gen uint64
 }
 
 // Open opens the catalog at o.Path on o.Disk, creating it (and registering the model files
@@ -249,6 +251,9 @@ func (c *Catalog) do(op string, fn func() error) error {
 			return fmt.Errorf("%w: an earlier recovery failed; reopen the catalog", ErrUnavailable)
 		}
 		if err := c.commitPending(); err != nil {
+			return err
+		}
+		if err := c.reopenIfReplaced(); err != nil {
 			return err
 		}
 		return fn()

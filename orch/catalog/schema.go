@@ -106,6 +106,9 @@ func (o Options) connect(name string) (*sqlite3.Conn, error) {
 // registers the model files already on disk and returns what it found; otherwise rebuilt is
 // nil.
 func (c *Catalog) open() (rebuilt *rebuildResult, err error) {
+	if c.gen, err = c.o.readGeneration(); err != nil {
+		return nil, err
+	}
 	exists, err := fileExists(c.o.Disk, c.o.Path)
 	if err != nil {
 		return nil, err
@@ -124,6 +127,13 @@ func (c *Catalog) open() (rebuilt *rebuildResult, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// Page checksums: SQLite alone does not notice a flipped byte inside a row (only
+	// integrity_check would); with them every page read is verified and damage becomes an
+	// error the catalog recovers from, never a wrong answer. Idempotent; the first time it
+	// rewrites the file (VACUUM).
+	if err := c.conn.EnableChecksums("main"); err != nil {
+		return nil, err
+	}
 	if err := c.check("quick_check"); err != nil {
 		return nil, err
 	}
@@ -132,6 +142,10 @@ func (c *Catalog) open() (rebuilt *rebuildResult, err error) {
 	}
 	if !created {
 		return nil, nil
+	}
+	// This process made a new file: connections of others to the old one must reopen.
+	if c.gen, err = c.o.bumpGeneration(c.gen); err != nil {
+		return nil, err
 	}
 	res, err := c.rebuild()
 	if err != nil {
