@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -35,7 +36,8 @@ func (s *Sim) Up(addr node.Addr) bool { return s.mustProc(addr).up }
 // Paused reports whether the process at addr is paused.
 func (s *Sim) Paused(addr node.Addr) bool { return s.mustProc(addr).paused }
 
-// Crash kills the process at addr: its Node, timers and undelivered messages are gone. Its
+// Crash kills the process at addr: its Node, timers and undelivered messages are gone; a Node
+// that implements io.Closer is closed, as the OS releases a dead process's files and locks. Its
 // machine's disk keeps every write (the OS still has it); see PowerFail for losing unsynced
 // writes. Crashing a process that is down does nothing.
 func (s *Sim) Crash(addr node.Addr) {
@@ -44,6 +46,11 @@ func (s *Sim) Crash(addr node.Addr) {
 		return
 	}
 	s.trace.record(s.now, "crash", "", addr, "", nil)
+	if c, ok := p.node.(io.Closer); ok {
+		// The process dies: the OS releases what it held (open files, locks). Close must not
+		// commit or write anything; it only lets go.
+		c.Close()
+	}
 	p.up, p.paused, p.busy, p.node = false, false, false, nil
 	p.inc++
 	p.crashes++
