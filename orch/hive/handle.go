@@ -22,6 +22,12 @@ func (h *Hive) Handle(env node.Env, from node.Addr, m node.Msg) {
 		h.handleUse(env, from, m)
 	case useDone:
 		h.handleUseDone(env, m)
+	case api.CatalogRegisterReq:
+		h.handleCatalog(env, from, m, m.ReqID)
+	case api.CatalogGetReq:
+		h.handleCatalog(env, from, m, m.ReqID)
+	case api.CatalogListReq:
+		h.handleCatalog(env, from, m, m.ReqID)
 	case api.DeviceFault:
 		h.handleDeviceFault(env, m)
 	case api.WorkerHang:

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rbee-sim/rbee-sim/orch/api"
 	"github.com/rbee-sim/rbee-sim/orch/node"
+	"github.com/rbee-sim/rbee-sim/orch/plant"
 )
 
 // Config configures a hive.
@@ -32,9 +33,23 @@ type Config struct {
 	// RetryInterval is how long an unanswered registry request waits before it is sent again
 	// with the same request ID. Default 1s; zero means the default.
 	RetryInterval time.Duration
-	// UseDedupMax bounds how many finished work requests are remembered to answer repeats.
-	// Default 1024; zero means the default.
+	// UseDedupMax bounds how many finished work (and catalog) requests are remembered to
+	// answer repeats. Default 1024; zero means the default.
 	UseDedupMax int
+	// Catalog makes the hive keep its machine's model catalog (SQLite, shared by every hive on
+	// the machine) and answer catalog requests. False means catalog requests are refused.
+	Catalog bool
+	// CatalogPath is the catalog file on the machine's disk; empty means
+	// "catalog/models.db".
+	CatalogPath string
+	// ModelsDir is where model files live on the machine's disk; empty means "models/".
+	ModelsDir string
+	// CatalogBusyTimeout is how long a catalog call waits for another process's lock on the
+	// catalog file. Zero means the catalog's default (5s); negative means never wait, which a
+	// simulation needs (nothing can release a lock while a call waits there).
+	CatalogBusyTimeout time.Duration
+	// Plants are planted bugs to switch on (only in -tags plant builds).
+	Plants plant.Set
 }
 
 // DefaultConfig returns a config with every default set and no workers.
@@ -136,6 +151,7 @@ type Hive struct {
 	inflight map[uint64]*worker // outstanding registry request ID -> its worker
 	uses     map[useKey]*use
 	finished []useKey // finished uses, oldest first, for eviction
+	catalog  catalogState
 }
 
 // New returns a hive. It panics on an invalid config: validate at the edge.
@@ -167,6 +183,7 @@ func (h *Hive) Start(env node.Env) {
 	}
 	env.After(h.cfg.HeartbeatInterval, heartbeatTick{})
 	env.After(h.cfg.RetryInterval, retryTick{})
+	h.openCatalog(env) // a failure is logged; catalog requests retry the open
 }
 
 func (h *Hive) incFile(env node.Env) string { return "hive/" + string(env.Self()) + "/incarnation" }
