@@ -21,6 +21,9 @@ var plantCases = []struct {
 }{
 	{"registry-lost-update", "registry/concurrent-state-update", 10},
 	{"registry-stale-routing", "registry/persistence", 30},
+	{"catalog-no-dedupe", "catalog/concurrent-registration", 10},
+	{"catalog-delete-corrupt", "catalog/corruption-recovery", 10},
+	{"catalog-ack-before-commit", "catalog/disk-faults", 60},
 }
 
 // TestPlantedBugsAreCaughtAndReplay proves the checkers bite: with each plant switched on, some

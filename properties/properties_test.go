@@ -1,9 +1,10 @@
 package properties
 
 import (
+	"crypto/rand"
 	"flag"
 	"fmt"
-	"math/rand/v2"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/rbee-sim/rbee-sim/faults"
+	"github.com/rbee-sim/rbee-sim/orch/sqlitevfs"
 	"github.com/rbee-sim/rbee-sim/reports"
 	"github.com/rbee-sim/rbee-sim/scenario"
 )
@@ -26,6 +28,8 @@ func checks() int {
 }
 
 func TestMain(m *testing.M) {
+	// SQLite draws journal nonces from crypto/rand: make them deterministic, as rbee-sim does.
+	rand.Reader = sqlitevfs.DeterministicRandom(0)
 	flag.Parse()
 	if f := flag.Lookup("rapid.checks"); f != nil && !isSet("rapid.checks") {
 		f.Value.Set(strconv.Itoa(checks()))
@@ -63,7 +67,7 @@ func drawScenario(t *rapid.T, e scenario.Entry) scenario.Scenario {
 		forS := rapid.IntRange(1, 60).Draw(t, fmt.Sprintf("fault%d_for_s", i))
 		detail := rapid.Uint64().Draw(t, fmt.Sprintf("fault%d_detail", i))
 		kd, _ := faults.Lookup(kind)
-		f := kd.Draw(rand.New(rand.NewPCG(detail, 0)), topo, time.Duration(atS)*time.Second, time.Duration(forS)*time.Second)
+		f := kd.Draw(mrand.New(mrand.NewPCG(detail, 0)), topo, time.Duration(atS)*time.Second, time.Duration(forS)*time.Second)
 		sch = append(sch, f)
 	}
 	// Keep the scenario's own guaranteed faults (a scenario about a fault needs that fault).
@@ -134,6 +138,17 @@ func TestRegistryCapabilityChange(t *testing.T) { checkScenario(t, "registry/cap
 
 // TestRegistryPersistence covers registry/persistence.
 func TestRegistryPersistence(t *testing.T) { checkScenario(t, "registry/persistence") }
+
+// TestCatalogConcurrentRegistration covers catalog/concurrent-registration.
+func TestCatalogConcurrentRegistration(t *testing.T) {
+	checkScenario(t, "catalog/concurrent-registration")
+}
+
+// TestCatalogCorruptionRecovery covers catalog/corruption-recovery.
+func TestCatalogCorruptionRecovery(t *testing.T) { checkScenario(t, "catalog/corruption-recovery") }
+
+// TestCatalogDiskFaults covers catalog/disk-faults.
+func TestCatalogDiskFaults(t *testing.T) { checkScenario(t, "catalog/disk-faults") }
 
 // TestDeterminism: the same scenario twice gives the same trace hash; another seed another.
 func TestDeterminism(t *testing.T) {

@@ -63,6 +63,7 @@ func Catalogue() []Entry {
 			FaultKinds: []string{"crash-restart", "power-fail", "partition-isolate"}, build: buildPersistence,
 			ensure: ensureQueenCrash},
 	}
+	entries = append(entries, catalogEntries()...)
 	sort.Slice(entries, func(i, j int) bool { return entries[i].ID < entries[j].ID })
 	return entries
 }
@@ -145,6 +146,26 @@ func ensureSpacedHangs(rng *rand.Rand, sc *Scenario) {
 	sortFaults(sc.Faults)
 }
 
+// defaultNetwork is a LAN: 1 ms latency plus 2 ms mean jitter.
+func defaultNetwork() sim.LinkConfig {
+	return sim.LinkConfig{Latency: time.Millisecond, Jitter: 2 * time.Millisecond}
+}
+
+// faultOf builds one fault of kind aimed at the scenario's first hive (and, for disk faults,
+// its catalog file), at time at.
+func faultOf(kind string, at time.Duration, sc *Scenario) faults.Fault {
+	f := faults.Fault{Kind: kind, At: at, Targets: []node.Addr{sc.Hives[0].Addr}}
+	switch kind {
+	case "crash-restart":
+		f.For = 5 * time.Second
+	case "disk-flip", "disk-truncate":
+		f.File, f.Value = "catalog/models.db", -1
+	case "disk-clobber-header":
+		f.File, f.Value = "catalog/models.db", 100
+	}
+	return f
+}
+
 // ensureQueenCrash makes sure the queen crashes at least once, after it has state to lose.
 func ensureQueenCrash(rng *rand.Rand, sc *Scenario) {
 	for _, f := range sc.Faults {
@@ -186,7 +207,7 @@ func cluster(rng *rand.Rand, hives, perHive, clients int) Scenario {
 	sc := Scenario{
 		Chaos: 10 * time.Minute, Settle: 4 * time.Minute,
 		Queen:   QueenSpec{Addr: "queen-1", MaxWorkers: 1000, HeartbeatTimeout: 120 * time.Second, StaleGrace: 5 * time.Minute},
-		Network: sim.LinkConfig{Latency: time.Millisecond, Jitter: 2 * time.Millisecond},
+		Network: defaultNetwork(),
 	}
 	for h := 0; h < hives; h++ {
 		hs := HiveSpec{Addr: node.Addr(fmt.Sprintf("hive-%d", h+1)), Machine: fmt.Sprintf("machine-%d", h+1)}

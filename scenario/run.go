@@ -60,6 +60,7 @@ type Result struct {
 
 	traceLines []string
 	lin        *model.RegistryResult
+	catLin     *model.CatalogResult
 	annotate   []porcupine.Annotation
 }
 
@@ -86,6 +87,9 @@ type run struct {
 	hives   map[node.Addr]bool
 	clients map[node.Addr]bool
 	inj     *faults.Injector
+	catHist *model.CatalogHistory
+	catMon  *catalogMonitor
+	catCli  map[node.Addr]bool
 }
 
 // Run runs a valid scenario and judges it.
@@ -102,6 +106,9 @@ func Run(sc Scenario, o Options) Result {
 	if r.mon.contended > 0 {
 		res.Marks[markContended] = r.mon.contended
 	}
+	if r.catMon.raced > 0 {
+		res.Marks[markRaced] = r.catMon.raced
+	}
 	if o.Trace != nil {
 		r.s.Trace().Flush()
 	}
@@ -112,7 +119,8 @@ func Run(sc Scenario, o Options) Result {
 
 func newRun(sc Scenario, o Options) *run {
 	r := &run{sc: sc, s: sim.New(sim.Options{Seed: sc.Seed, KeepTraceLines: o.KeepTraceLines}),
-		hist: model.NewHistory(), queen: sc.Queen.Addr, hives: map[node.Addr]bool{}, clients: map[node.Addr]bool{}}
+		hist: model.NewHistory(), queen: sc.Queen.Addr, hives: map[node.Addr]bool{}, clients: map[node.Addr]bool{},
+		catHist: model.NewCatalogHistory(), catMon: newCatalogMonitor(), catCli: map[node.Addr]bool{}}
 	if o.Trace != nil {
 		r.s.Trace().WriteJSON(o.Trace)
 	}
@@ -121,9 +129,11 @@ func newRun(sc Scenario, o Options) *run {
 	qcfg.MaxWorkers, qcfg.HeartbeatTimeout, qcfg.StaleGrace = sc.Queen.MaxWorkers, sc.Queen.HeartbeatTimeout, sc.Queen.StaleGrace
 	qcfg.Plants = plant.NewSet(sc.Plants...)
 	r.s.Add(sc.Queen.Addr, string(sc.Queen.Addr), 0, func() node.Node { return queen.New(qcfg) })
+	r.writeModelFiles()
 	for _, h := range sc.Hives {
 		hcfg := hive.DefaultConfig(sc.Queen.Addr)
 		hcfg.Workers = h.Workers
+		hcfg.Catalog, hcfg.CatalogBusyTimeout, hcfg.Plants = h.Catalog, -1, plant.NewSet(sc.Plants...)
 		machine := h.Machine
 		if machine == "" {
 			machine = string(h.Addr)
@@ -137,6 +147,12 @@ func newRun(sc Scenario, o Options) *run {
 		// Clients start a little after the hives, staggered, as routers do.
 		r.s.Add(c.Addr, string(c.Addr), time.Second+time.Duration(i)*100*time.Millisecond,
 			func() node.Node { return keeper.New(kcfg) })
+	}
+	for i, c := range sc.CatalogClients {
+		ccfg := c.Client
+		r.catCli[c.Addr] = true
+		r.s.Add(c.Addr, string(c.Addr), 2*time.Second+time.Duration(i)*100*time.Millisecond,
+			func() node.Node { return keeper.NewCatalogClient(ccfg) })
 	}
 	r.mon = newMonitors(sc, r.s)
 	r.s.SetHooks(sim.Hooks{Sent: r.sent, Delivered: r.delivered, Observed: r.observed, AfterEvent: r.mon.afterEvent})
@@ -154,6 +170,15 @@ func (r *run) sent(at time.Duration, from, to node.Addr, m node.Msg) {
 	if resp, ok := m.(api.RegistryResp); ok && from == r.queen {
 		r.mon.response(at, to, resp)
 	}
+	if r.catCli[from] && r.hives[to] {
+		switch req := m.(type) {
+		case api.CatalogRegisterReq:
+			r.catHist.Invoke(from, r.machineOf(to), req, req.ReqID, int64(at))
+			r.catMon.invoke(from, r.machineOf(to), req)
+		case api.CatalogGetReq:
+			r.catHist.Invoke(from, r.machineOf(to), req, req.ReqID, int64(at))
+		}
+	}
 }
 
 // delivered records returns at the client side: the first response that reaches the client.
@@ -161,11 +186,19 @@ func (r *run) delivered(at time.Duration, from, to node.Addr, m node.Msg) {
 	if resp, ok := m.(api.RegistryResp); ok && from == r.queen {
 		r.hist.Return(to, resp, int64(at))
 	}
+	if resp, ok := m.(api.CatalogResp); ok && r.catCli[to] && r.hives[from] {
+		r.catHist.Return(to, resp, int64(at))
+		r.catMon.answer(at, r.machineOf(from), to, resp)
+	}
 }
 
 func (r *run) observed(at time.Duration, from node.Addr, o node.Observation) {
 	if from == r.queen {
 		r.hist.Internal(o, int64(at))
+	}
+	if e, ok := o.(api.CatalogRebuilt); ok && r.hives[from] {
+		r.catHist.Rebuilt(from, r.machineOf(from), int64(at))
+		r.catMon.rebuilt(r.machineOf(from), e)
 	}
 }
 
@@ -195,6 +228,7 @@ func (r *run) completed() int {
 
 func (r *run) judge(res *Result, o Options, completedAtChaos int) {
 	add := func(c CheckerResult) { res.Checkers = append(res.Checkers, c) }
+	res.annotate = r.faultAnnotations()
 	assumptions := r.checkAssumptions(res)
 	for _, c := range assumptions {
 		add(c)
@@ -202,9 +236,16 @@ func (r *run) judge(res *Result, o Options, completedAtChaos int) {
 	if failed(assumptions) {
 		return
 	}
-	add(r.checkLinearizable(res, o))
-	for _, c := range r.mon.results() {
-		add(c)
+	if len(r.sc.Clients) > 0 || r.sc.WorkerCount() > 0 {
+		add(r.checkLinearizable(res, o))
+		for _, c := range r.mon.results() {
+			add(c)
+		}
+	}
+	if len(r.sc.CatalogClients) > 0 {
+		for _, c := range r.checkCatalogs(res, o) {
+			add(c)
+		}
 	}
 	add(r.checkLiveness(completedAtChaos))
 	res.Passed = !failed(res.Checkers)
@@ -224,8 +265,10 @@ func failed(cs []CheckerResult) bool {
 func (r *run) checkAssumptions(res *Result) []CheckerResult {
 	work := CheckerResult{Name: "workload ran", Stage: "assumptions"}
 	completed := r.completed()
-	work.OK = completed > 0 && r.hist.Len() > 0
-	work.Detail = fmt.Sprintf("%d pieces of work completed, %d registry operations recorded", completed, r.hist.Len())
+	catOps := r.catalogOperations()
+	work.OK = (len(r.sc.Clients) == 0 || completed > 0 && r.hist.Len() > 0) && (len(r.sc.CatalogClients) == 0 || catOps > 0)
+	work.Detail = fmt.Sprintf("%d pieces of work completed, %d registry operations recorded, %d catalog operations answered",
+		completed, r.hist.Len(), catOps)
 	out := []CheckerResult{work}
 	if len(r.sc.Require) > 0 {
 		c := CheckerResult{Name: "required paths reached", Stage: "assumptions", OK: true}
@@ -246,17 +289,31 @@ func (r *run) checkAssumptions(res *Result) []CheckerResult {
 	return out
 }
 
-func (r *run) checkLinearizable(res *Result, o Options) CheckerResult {
-	timeout := o.CheckTimeout
-	if timeout == 0 {
-		timeout = 30 * time.Second
+// checkTimeout bounds each linearizability check.
+func checkTimeout(o Options) time.Duration {
+	if o.CheckTimeout == 0 {
+		return 30 * time.Second
 	}
+	return o.CheckTimeout
+}
+
+func (r *run) catalogOperations() int {
+	n := 0
+	for _, c := range r.sc.CatalogClients {
+		if k, ok := r.s.Node(c.Addr).(*keeper.CatalogClient); ok {
+			n += k.Stats().Operations
+		}
+	}
+	return n
+}
+
+func (r *run) checkLinearizable(res *Result, o Options) CheckerResult {
+	timeout := checkTimeout(o)
 	ops := r.hist.Operations()
 	lin := model.CheckRegistry(ops, timeout)
 	res.lin = &lin
 	res.Operations = lin.Ops
 	res.CheckSeconds = lin.Elapsed.Seconds()
-	res.annotate = r.faultAnnotations()
 	c := CheckerResult{Name: "registry linearizable", Stage: "linearizability"}
 	switch lin.Verdict {
 	case porcupine.Ok:
@@ -355,16 +412,20 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// LinearizabilityFailed reports whether the linearizability check ran and found a violation.
+// LinearizabilityFailed reports whether a linearizability check ran and found a violation.
 func (r *Result) LinearizabilityFailed() bool {
-	return r.lin != nil && r.lin.Verdict == porcupine.Illegal
+	return r.lin != nil && r.lin.Verdict == porcupine.Illegal || r.catLin != nil && r.catLin.Verdict == porcupine.Illegal
 }
 
-// WriteHistoryHTML writes porcupine's visualisation of the registry history, annotated with
-// the fault timeline. It needs a run whose linearizability check ran.
+// WriteHistoryHTML writes porcupine's visualisation of the history that failed its
+// linearizability check (the registry's, else the catalog's), annotated with the fault
+// timeline.
 func (r *Result) WriteHistoryHTML(path string) error {
-	if r.lin == nil {
-		return fmt.Errorf("no linearizability check ran in this run, so there is no history to draw")
+	switch {
+	case r.lin != nil && r.lin.Verdict == porcupine.Illegal:
+		return r.lin.WriteVisualization(path, r.annotate)
+	case r.catLin != nil && r.catLin.Verdict == porcupine.Illegal:
+		return r.catLin.WriteVisualization(path, r.annotate)
 	}
-	return r.lin.WriteVisualization(path, r.annotate)
+	return fmt.Errorf("no linearizability check failed in this run, so there is no history to draw")
 }

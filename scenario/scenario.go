@@ -38,6 +38,10 @@ type Scenario struct {
 	Clients []ClientSpec    `json:"clients"`
 	Network sim.LinkConfig  `json:"network"`
 	Faults  faults.Schedule `json:"faults"`
+	// Models are model files already on the machines' disks at the start.
+	Models []ModelFile `json:"models,omitempty"`
+	// CatalogClients register and look up models in the hives' catalogs.
+	CatalogClients []CatalogClientSpec `json:"catalog_clients,omitempty"`
 	// Plants are planted bugs to switch on (needs a -tags plant build).
 	Plants []string `json:"plants,omitempty"`
 	// Require lists coverage marks the run must reach; a run that misses one is invalid: it
@@ -58,6 +62,8 @@ type HiveSpec struct {
 	Addr    node.Addr        `json:"addr"`
 	Machine string           `json:"machine"`
 	Workers []api.WorkerSpec `json:"workers"`
+	// Catalog makes the hive keep its machine's model catalog.
+	Catalog bool `json:"catalog,omitempty"`
 }
 
 // ClientSpec places a keeper and its workload.
@@ -92,6 +98,20 @@ func (sc Scenario) Validate() error {
 			add("clients[%d]: %v", i, err)
 		}
 	}
+	for i, c := range sc.CatalogClients {
+		if c.Addr == "" || seen[c.Addr] {
+			add("catalog_clients[%d]: address %q is empty or used twice", i, c.Addr)
+		}
+		seen[c.Addr] = true
+		if err := c.Client.Validate(); err != nil {
+			add("catalog_clients[%d]: %v", i, err)
+		}
+	}
+	for i, m := range sc.Models {
+		if m.Machine == "" || m.Provider == "" || m.Reference == "" || m.PayloadBytes <= 0 || m.PayloadBytes%4 != 0 {
+			add("models[%d]: needs a machine, provider, reference and a payload that is a positive multiple of 4 bytes", i)
+		}
+	}
 	if err := sc.Network.Validate(); err != nil {
 		add("network: %v", err)
 	}
@@ -110,11 +130,14 @@ func (sc Scenario) Validate() error {
 // Topology is what the fault catalogue may target in this scenario.
 func (sc Scenario) Topology() faults.Topology {
 	t := faults.Topology{Queens: []node.Addr{sc.Queen.Addr}, Machines: map[node.Addr]string{},
-		Devices: map[node.Addr][]string{}, Workers: map[node.Addr][]string{}}
+		Devices: map[node.Addr][]string{}, Workers: map[node.Addr][]string{}, Files: map[node.Addr][]string{}}
 	for _, h := range sc.Hives {
 		t.Hives = append(t.Hives, h.Addr)
 		if h.Machine != "" {
 			t.Machines[h.Addr] = h.Machine
+		}
+		if h.Catalog {
+			t.Files[h.Addr] = []string{"catalog/models.db"}
 		}
 		devs := map[string]bool{}
 		for _, w := range h.Workers {
@@ -126,6 +149,9 @@ func (sc Scenario) Topology() faults.Topology {
 		}
 	}
 	for _, c := range sc.Clients {
+		t.Clients = append(t.Clients, c.Addr)
+	}
+	for _, c := range sc.CatalogClients {
 		t.Clients = append(t.Clients, c.Addr)
 	}
 	return t

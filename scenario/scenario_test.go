@@ -10,7 +10,7 @@ import (
 )
 
 func TestCatalogueIDsAreScenarioIDs(t *testing.T) {
-	want := []string{"registry/capability-change", "registry/concurrent-state-update", "registry/heartbeat-timeout-busy",
+	want := []string{"catalog/concurrent-registration", "catalog/corruption-recovery", "catalog/disk-faults", "registry/capability-change", "registry/concurrent-state-update", "registry/heartbeat-timeout-busy",
 		"registry/linearizable", "registry/overflow", "registry/persistence"}
 	var got []string
 	for _, e := range Catalogue() {

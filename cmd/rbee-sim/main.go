@@ -11,9 +11,12 @@
 package main
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/rbee-sim/rbee-sim/orch/sqlitevfs"
 )
 
 // errFailed says some run failed; its details were already printed.
@@ -35,6 +38,9 @@ Run 'rbee-sim run -h' or 'rbee-sim replay -h' for their flags.
 `
 
 func main() {
+	// SQLite draws journal nonces from crypto/rand; a simulation process makes them
+	// deterministic so that the bytes on every simulated disk replay exactly.
+	rand.Reader = sqlitevfs.DeterministicRandom(0)
 	os.Exit(realMain(os.Args[1:]))
 }
 

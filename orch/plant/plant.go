@@ -12,8 +12,11 @@ import "sort"
 
 // Known lists every planted bug the project has, with what it breaks.
 var Known = map[string]string{
-	"registry-lost-update":   "the registry's compare-and-set does not compare versions",
-	"registry-stale-routing": "claims hand out stale-but-busy and unconfirmed workers",
+	"catalog-ack-before-commit": "the catalog acknowledges a registration before its transaction commits",
+	"catalog-delete-corrupt":    "catalog recovery deletes the corrupt catalog file instead of backing it up",
+	"catalog-no-dedupe":         "the catalog has no key on the model ID, so a model can be registered twice",
+	"registry-lost-update":      "the registry's compare-and-set does not compare versions",
+	"registry-stale-routing":    "claims hand out stale-but-busy and unconfirmed workers",
 }
 
 // Names returns the known plant names in sorted order.

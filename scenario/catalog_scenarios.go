@@ -1,0 +1,83 @@
+package scenario
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/rbee-sim/rbee-sim/orch/keeper"
+	"github.com/rbee-sim/rbee-sim/orch/node"
+)
+
+// catalogEntries are the catalog/* scenarios of SCENARIOS.md that the simulator runs.
+func catalogEntries() []Entry {
+	return []Entry{
+		{ID: "catalog/concurrent-registration", Doc: "hives sharing one disk finish the same download and register it at the same instant: exactly one row, the others see already-registered, catalog operations linearizable",
+			FaultKinds: []string{"net-delay", "net-duplicate", "net-reorder"}, build: buildConcurrentRegistration},
+		{ID: "catalog/corruption-recovery", Doc: "the catalog file is corrupted (flipped bytes, clobbered header, truncation) while hives run and restart: it is backed up, rebuilt from the model files, and no model with an intact file is lost",
+			FaultKinds: []string{"disk-flip", "disk-clobber-header", "disk-truncate", "crash-restart"}, build: buildCorruptionRecovery,
+			ensure: ensureCorruption},
+		{ID: "catalog/disk-faults", Doc: "torn writes on power failure, failed fsyncs and a full disk under catalog writes: no acknowledged registration lost, clear errors, nothing half-written",
+			FaultKinds: []string{"power-fail", "disk-fsync-fail", "disk-full", "crash-restart"}, build: buildDiskFaults},
+	}
+}
+
+// catalogCluster is one queen and hives that share one machine's disk and catalog, with model
+// files already downloaded, and catalog clients.
+func catalogCluster(rng *rand.Rand, hives, models, clients int, broadcast bool) Scenario {
+	sc := Scenario{
+		Chaos: 5 * time.Minute, Settle: 2 * time.Minute,
+		Queen:   QueenSpec{Addr: "queen-1", MaxWorkers: 1000, HeartbeatTimeout: 120 * time.Second, StaleGrace: 5 * time.Minute},
+		Network: defaultNetwork(),
+	}
+	var addrs []node.Addr
+	for h := 0; h < hives; h++ {
+		a := node.Addr(fmt.Sprintf("hive-%d", h+1))
+		addrs = append(addrs, a)
+		sc.Hives = append(sc.Hives, HiveSpec{Addr: a, Machine: "machine-1", Catalog: true})
+	}
+	var refs []string
+	for m := 0; m < models; m++ {
+		ref := fmt.Sprintf("org-%d/model-%d-GGUF/model.Q4_K_M.gguf", rng.IntN(3), m)
+		refs = append(refs, ref)
+		sc.Models = append(sc.Models, ModelFile{Machine: "machine-1", Provider: "hf", Reference: ref,
+			Architecture: "llama", ContextLength: uint64(2048 << rng.IntN(3)), PayloadBytes: int64(4 * (256 + rng.IntN(1024))),
+			Broken: rng.IntN(10) == 0})
+		if rng.IntN(2) == 0 {
+			// This download finishes during the run, after the catalog exists.
+			sc.Models[m].At = 10*time.Second + time.Duration(rng.Int64N(int64(sc.Chaos/2)))
+		}
+	}
+	for c := 0; c < clients; c++ {
+		sc.CatalogClients = append(sc.CatalogClients, CatalogClientSpec{Addr: node.Addr(fmt.Sprintf("keeper-%d", c+1)),
+			Client: keeper.CatalogConfig{Hives: addrs, Provider: "hf", References: refs, RegisterPercent: 60,
+				Broadcast: broadcast, ThinkTime: 2 * time.Second}})
+	}
+	return sc
+}
+
+func buildConcurrentRegistration(rng *rand.Rand, k Knobs) Scenario {
+	sc := catalogCluster(rng, max(2, pick(rng, k.Hives, 3, 3)), pick(rng, k.WorkersPerHive, 3, 8), pick(rng, k.Clients, 1, 2), true)
+	sc.Require = []string{markRaced}
+	return sc
+}
+
+func buildCorruptionRecovery(rng *rand.Rand, k Knobs) Scenario {
+	sc := catalogCluster(rng, pick(rng, k.Hives, 1, 2), pick(rng, k.WorkersPerHive, 4, 10), pick(rng, k.Clients, 1, 2), false)
+	sc.Require = []string{"catalog rebuilt after corruption"}
+	return sc
+}
+
+func buildDiskFaults(rng *rand.Rand, k Knobs) Scenario {
+	return catalogCluster(rng, pick(rng, k.Hives, 1, 2), pick(rng, k.WorkersPerHive, 4, 8), pick(rng, k.Clients, 1, 3), false)
+}
+
+// ensureCorruption makes sure the catalog is corrupted, and that a hive restarts afterwards so
+// the corruption is met at open as well as on a call.
+func ensureCorruption(rng *rand.Rand, sc *Scenario) {
+	at := time.Minute + time.Duration(rng.Int64N(int64(sc.Chaos/3)))
+	kinds := []string{"disk-flip", "disk-clobber-header", "disk-truncate"}
+	f := faultOf(kinds[rng.IntN(len(kinds))], at, sc)
+	sc.Faults = append(sc.Faults, f, faultOf("crash-restart", at+time.Second, sc))
+	sortFaults(sc.Faults)
+}
