@@ -17,7 +17,8 @@ import (
 type CatalogCall struct {
 	Client  node.Addr
 	Machine string
-	// Req is api.CatalogRegisterReq or api.CatalogGetReq; nil for a rebuild.
+	// Req is api.CatalogRegisterReq, api.CatalogGetReq, or a machine-wide api.CatalogCleanupReq
+	// or api.CatalogRestoreReq; nil for a rebuild.
 	Req node.Msg
 	// Rebuilt is set for a rebuild: every model of the machine's catalog may have changed.
 	Rebuilt bool
@@ -61,10 +62,11 @@ func (h *CatalogHistory) clientID(a node.Addr) int {
 	return id
 }
 
-// Invoke records the first send of a register or get request to a hive on machine.
+// Invoke records the first send of a register, get, cleanup or restore request to a hive on
+// machine.
 func (h *CatalogHistory) Invoke(client node.Addr, machine string, req node.Msg, reqID uint64, at int64) {
 	switch req.(type) {
-	case api.CatalogRegisterReq, api.CatalogGetReq:
+	case api.CatalogRegisterReq, api.CatalogGetReq, api.CatalogCleanupReq, api.CatalogRestoreReq:
 	default:
 		return
 	}
@@ -124,14 +126,24 @@ func catalogKey(c CatalogCall) string {
 	return ""
 }
 
-// partitionCatalog splits the history by (machine, model ID); a rebuild goes to every
-// partition of its machine.
+// machineWide reports whether an operation may change every model of its machine's catalog:
+// a rebuild, a cleanup or a restore.
+func machineWide(c CatalogCall) bool {
+	switch c.Req.(type) {
+	case api.CatalogCleanupReq, api.CatalogRestoreReq:
+		return true
+	}
+	return c.Rebuilt
+}
+
+// partitionCatalog splits the history by (machine, model ID); a machine-wide operation goes to
+// every partition of its machine.
 func partitionCatalog(ops []porcupine.Operation) [][]porcupine.Operation {
 	byKey := map[string][]porcupine.Operation{}
 	var rebuilds []porcupine.Operation
 	for _, op := range ops {
 		c := op.Input.(CatalogCall)
-		if c.Rebuilt {
+		if machineWide(c) {
 			rebuilds = append(rebuilds, op)
 			continue
 		}
@@ -159,12 +171,14 @@ func partitionCatalog(ops []porcupine.Operation) [][]porcupine.Operation {
 
 // CatalogModel is the porcupine model of a machine's model catalog, partitioned by (machine,
 // model ID): Register is idempotent and says whether it inserted; Get sees exactly what was
-// registered; a failed or unanswered Register may or may not have taken effect; a rebuild
-// makes every model of the machine unknown until a reply shows it again.
+// registered; a failed or unanswered Register may or may not have taken effect; a rebuild, a
+// cleanup or a restore makes every model of the machine unknown until a reply shows it again
+// (whether each row should survive them is judged on the final state, by the harness).
 func CatalogModel() porcupine.Model {
 	nm := porcupine.NondeterministicModel{
 		Partition: partitionCatalog,
-		Init:      func() []any { return []any{catalogState{presenceKnown: true}} },
+		// Unknown at the start: a machine may begin with a catalog (an old one to migrate).
+		Init: func() []any { return []any{catalogState{}} },
 		Step: func(state, input, output any) []any {
 			return stepCatalog(state.(catalogState), input.(CatalogCall), output.(CatalogReturn))
 		},
@@ -173,6 +187,9 @@ func CatalogModel() porcupine.Model {
 			c, r := input.(CatalogCall), output.(CatalogReturn)
 			if c.Rebuilt {
 				return "rebuild " + c.Machine
+			}
+			if machineWide(c) {
+				return c.Req.MsgName() + " " + c.Machine
 			}
 			if !r.Known {
 				return fmt.Sprintf("%s %s -> ?", c.Req.MsgName(), catalogKey(c))
@@ -185,7 +202,7 @@ func CatalogModel() porcupine.Model {
 }
 
 func stepCatalog(s catalogState, c CatalogCall, r CatalogReturn) []any {
-	if c.Rebuilt {
+	if machineWide(c) {
 		return []any{catalogState{}}
 	}
 	switch c.Req.(type) {

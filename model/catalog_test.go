@@ -64,9 +64,13 @@ func TestCatalogModel(t *testing.T) {
 			catReg(h, "k2", 3, "a", 40, 50, &api.CatalogResp{Model: rec})
 		}, porcupine.Ok},
 		{"failed registration changes nothing", func(h *CatalogHistory) {
-			catReg(h, "k1", 1, "a", 0, 10, &api.CatalogResp{Err: api.Error{Code: api.CodeModelFileInvalid}})
+			catGet(h, "k2", 4, "a", 0, 5, api.CatalogResp{})
+			catReg(h, "k1", 1, "a", 10, 15, &api.CatalogResp{Err: api.Error{Code: api.CodeModelFileInvalid}})
 			catGet(h, "k2", 2, "a", 20, 30, api.CatalogResp{Found: true, Model: rec})
 		}, porcupine.Illegal},
+		{"a catalog may start with models (an old one to migrate)", func(h *CatalogHistory) {
+			catGet(h, "k2", 2, "a", 20, 30, api.CatalogResp{Found: true, Model: rec})
+		}, porcupine.Ok},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

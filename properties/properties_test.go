@@ -147,6 +147,18 @@ func TestCatalogConcurrentRegistration(t *testing.T) {
 // TestCatalogCorruptionRecovery covers catalog/corruption-recovery.
 func TestCatalogCorruptionRecovery(t *testing.T) { checkScenario(t, "catalog/corruption-recovery") }
 
+// TestCatalogOrphanCleanup covers catalog/orphan-cleanup.
+func TestCatalogOrphanCleanup(t *testing.T) { checkScenario(t, "catalog/orphan-cleanup") }
+
+// TestCatalogLargeQuery covers catalog/large-query.
+func TestCatalogLargeQuery(t *testing.T) { checkScenario(t, "catalog/large-query") }
+
+// TestCatalogBackupRestore covers catalog/backup-restore.
+func TestCatalogBackupRestore(t *testing.T) { checkScenario(t, "catalog/backup-restore") }
+
+// TestCatalogSchemaMigration covers catalog/schema-migration.
+func TestCatalogSchemaMigration(t *testing.T) { checkScenario(t, "catalog/schema-migration") }
+
 // TestCatalogDiskFaults covers catalog/disk-faults.
 func TestCatalogDiskFaults(t *testing.T) { checkScenario(t, "catalog/disk-faults") }
 

@@ -34,6 +34,11 @@ type ModelFile struct {
 	Broken        bool   `json:"broken,omitempty"`
 	// At is when the download finishes and the file appears; zero: before anything starts.
 	At time.Duration `json:"at,omitempty"`
+	// DeleteAt, when set, is when someone deletes the file by hand (an orphaned row).
+	DeleteAt time.Duration `json:"delete_at,omitempty"`
+	// V1, for a file present at the start, puts its row in a schema-v1 catalog the machine
+	// starts with (an old rbee-hive's catalog, to be migrated).
+	V1 bool `json:"v1,omitempty"`
 }
 
 // CatalogClientSpec places a catalog client.
@@ -48,11 +53,7 @@ type CatalogClientSpec struct {
 func (r *run) writeModelFiles() {
 	for i, mf := range r.sc.Models {
 		write := func() {
-			body := gguf.Bytes(gguf.Spec{Architecture: mf.Architecture, ContextLength: mf.ContextLength, BlockCount: 22,
-				FileType: 15, Name: mf.Reference, PayloadBytes: mf.PayloadBytes, Seed: r.sc.Seed + uint64(i)})
-			if mf.Broken {
-				body = body[:len(body)/2]
-			}
+			body := r.modelBody(i)
 			path := catalog.ModelPath("models/", mf.Provider, mf.Reference)
 			if err := node.WriteFileAtomic(r.s.Disk(mf.Machine), path, body); err != nil {
 				// A full or failing disk: the download failed; the model is simply not there.
@@ -61,10 +62,60 @@ func (r *run) writeModelFiles() {
 		}
 		if mf.At == 0 {
 			write()
+		} else {
+			r.s.At(mf.At, "download finished "+mf.Reference, write)
+		}
+		if mf.DeleteAt > 0 {
+			path := catalog.ModelPath("models/", mf.Provider, mf.Reference)
+			r.s.At(mf.DeleteAt, "operator deletes "+mf.Reference, func() { r.s.Disk(mf.Machine).Remove(path) })
+		}
+	}
+	r.writeV1Catalogs()
+}
+
+// writeV1Catalogs writes, on each machine with V1 model files, the schema-v1 catalog an older
+// rbee-hive left, holding those models.
+func (r *run) writeV1Catalogs() {
+	byMachine := map[string][]catalog.Model{}
+	for i, mf := range r.sc.Models {
+		if !mf.V1 || mf.At != 0 {
 			continue
 		}
-		r.s.At(mf.At, "download finished "+mf.Reference, write)
+		byMachine[mf.Machine] = append(byMachine[mf.Machine], r.v1Model(i))
 	}
+	for _, machine := range sortedKeys(byMachine) {
+		d := r.s.Disk(machine)
+		name := sqlitevfs.Register(d)
+		err := catalog.CreateV1(catalog.Options{Disk: d, VFS: name, Now: func() time.Time { return sim.Epoch }, BusyTimeout: -1},
+			byMachine[machine])
+		sqlitevfs.Unregister(name)
+		if err != nil {
+			panic(fmt.Sprintf("scenario: cannot write the v1 catalog of %s: %v", machine, err))
+		}
+		r.s.Mark("harness: v1 catalog on disk at start")
+	}
+}
+
+// v1Model is the row an old rbee-hive wrote for model file i.
+func (r *run) v1Model(i int) catalog.Model {
+	mf := r.sc.Models[i]
+	body := r.modelBody(i)
+	sum := sha256.Sum256(body)
+	return catalog.Model{ID: mf.Provider + ":" + mf.Reference, Provider: mf.Provider, Reference: mf.Reference,
+		LocalPath: catalog.ModelPath("models/", mf.Provider, mf.Reference), SizeBytes: int64(len(body)),
+		SHA256: hex.EncodeToString(sum[:]), Architecture: mf.Architecture, ContextLength: int64(mf.ContextLength),
+		Quantization: "Q4_K_M", DownloadedAt: sim.Epoch.Add(-time.Hour)}
+}
+
+// modelBody is the content of model file i.
+func (r *run) modelBody(i int) []byte {
+	mf := r.sc.Models[i]
+	body := gguf.Bytes(gguf.Spec{Architecture: mf.Architecture, ContextLength: mf.ContextLength, BlockCount: 22,
+		FileType: 15, Name: mf.Reference, PayloadBytes: mf.PayloadBytes, Seed: r.sc.Seed + uint64(i)})
+	if mf.Broken {
+		body = body[:len(body)/2]
+	}
+	return body
 }
 
 // machineOf is the machine a hive runs on.
@@ -88,6 +139,87 @@ type catalogMonitor struct {
 	// while another of the same model on the same machine was still unanswered.
 	open  map[string]map[reqKey]bool
 	raced int
+	// ackAt is when each machine|id registration was last acknowledged.
+	ackAt map[string]time.Duration
+	// maint are backups and restores by request; backups by name once done; restores done.
+	maint    map[reqKey]*maintOp
+	backups  map[string]*maintOp
+	restores []*maintOp
+	// lists are list requests in flight; scanLast the last ID each client's scan has seen.
+	lists    map[reqKey]api.CatalogListReq
+	scanLast map[node.Addr]string
+	scanBad  string
+	pages    int
+}
+
+// maintOp is one backup or restore as the client saw it.
+type maintOp struct {
+	op, name   string
+	sent, done time.Duration
+	ok         bool
+}
+
+func (m *catalogMonitor) sentMaintenance(at time.Duration, key reqKey, op, name string) {
+	if _, seen := m.maint[key]; !seen {
+		m.maint[key] = &maintOp{op: op, name: name, sent: at}
+	}
+}
+
+func (m *catalogMonitor) sentList(key reqKey, r api.CatalogListReq) { m.lists[key] = r }
+
+// listed checks one page of a scan: in ID order, within the page size, after the last page.
+func (m *catalogMonitor) listed(at time.Duration, client node.Addr, req api.CatalogListReq, r api.CatalogResp) {
+	if !r.Err.OK() || m.scanBad != "" {
+		return
+	}
+	m.pages++
+	last := m.scanLast[client]
+	if req.PageToken == "" {
+		last = ""
+	}
+	if len(r.Models) > req.PageSize {
+		m.scanBad = fmt.Sprintf("at %v a page of %d models was answered for a page size of %d", at, len(r.Models), req.PageSize)
+	}
+	for _, mo := range r.Models {
+		if mo.ID <= last || mo.Provider != req.Provider {
+			m.scanBad = fmt.Sprintf("at %v %s's scan of provider %s got %s after %q: pages must be in strictly increasing ID order of that provider",
+				at, client, req.Provider, mo.ID, last)
+			return
+		}
+		last = mo.ID
+	}
+	m.scanLast[client] = last
+}
+
+func (m *catalogMonitor) maintained(at time.Duration, machine string, key reqKey, r api.CatalogResp) {
+	op, ok := m.maint[key]
+	if !ok || op.done != 0 {
+		return
+	}
+	op.done, op.ok = at, r.Err.OK()
+	switch {
+	case op.ok && op.op == (api.CatalogBackupReq{}).MsgName():
+		m.backups[op.name] = op
+	case op.ok:
+		m.restores = append(m.restores, op)
+		m.forgetInserts(machine) // the restored catalog lacks what came after its backup
+	}
+}
+
+// mustSurvive reports whether an acknowledged registration must be in the final catalog: it
+// must, unless a later restore brought back a backup that began before it was acknowledged.
+func (m *catalogMonitor) mustSurvive(key string) bool {
+	at := m.ackAt[key]
+	for _, rs := range m.restores {
+		if rs.done <= at {
+			continue
+		}
+		b, ok := m.backups[rs.name]
+		if !ok || b.sent <= at {
+			return false
+		}
+	}
+	return true
 }
 
 // markRaced is the harness's coverage mark: two registrations of one model raced on one
@@ -108,16 +240,24 @@ func (m *catalogMonitor) invoke(client node.Addr, machine string, r api.CatalogR
 
 func newCatalogMonitor() *catalogMonitor {
 	return &catalogMonitor{inserted: map[string]reqKey{}, registered: map[string]api.ModelRecord{},
-		open: map[string]map[reqKey]bool{}}
+		open: map[string]map[reqKey]bool{}, ackAt: map[string]time.Duration{}, maint: map[reqKey]*maintOp{},
+		backups: map[string]*maintOp{}, lists: map[reqKey]api.CatalogListReq{}, scanLast: map[node.Addr]string{}}
 }
 
 func (m *catalogMonitor) answer(at time.Duration, machine string, to node.Addr, r api.CatalogResp) {
+	rk := reqKey{to, r.ReqID}
+	if req, ok := m.lists[rk]; ok {
+		delete(m.lists, rk)
+		m.listed(at, to, req, r)
+	}
+	m.maintained(at, machine, rk, r)
 	if !r.Err.OK() || r.Op != (api.CatalogRegisterReq{}).MsgName() {
 		return
 	}
 	key := machine + "|" + r.Model.ID
-	delete(m.open[key], reqKey{to, r.ReqID})
+	delete(m.open[key], rk)
 	m.registered[key] = r.Model
+	m.ackAt[key] = at
 	if !r.Inserted {
 		return
 	}
@@ -131,6 +271,11 @@ func (m *catalogMonitor) answer(at time.Duration, machine string, to node.Addr, 
 
 func (m *catalogMonitor) rebuilt(machine string, e api.CatalogRebuilt) {
 	m.rebuilds = append(m.rebuilds, e)
+	m.forgetInserts(machine)
+}
+
+// forgetInserts starts counting inserts afresh on machine: its catalog was replaced.
+func (m *catalogMonitor) forgetInserts(machine string) {
 	for key := range m.inserted { //det:sorted (deletes only)
 		if strings.HasPrefix(key, machine+"|") {
 			delete(m.inserted, key)
@@ -154,7 +299,12 @@ func (r *run) checkCatalogs(res *Result, o Options) []CheckerResult {
 	if twice.OK {
 		twice.Detail = fmt.Sprintf("%d models registered", len(r.catMon.registered))
 	}
-	out = append(out, twice, r.checkBackupsKept())
+	scan := CheckerResult{Name: "list pages are in order, within their size, without repeats", Stage: "monitors",
+		OK: r.catMon.scanBad == "", Detail: r.catMon.scanBad}
+	if scan.OK {
+		scan.Detail = fmt.Sprintf("%d pages checked", r.catMon.pages)
+	}
+	out = append(out, twice, scan, r.checkBackupsKept())
 	return append(out, r.checkFinalCatalogs()...)
 }
 
@@ -206,6 +356,7 @@ func (r *run) checkFinalCatalogs() []CheckerResult {
 		}
 		rows += len(models)
 		lostProblems = append(lostProblems, r.lostRegistrations(machine, models)...)
+		lostProblems = append(lostProblems, r.lostV1Rows(machine, models)...)
 		badProblems = append(badProblems, r.invalidRows(machine, models)...)
 	}
 	lost.OK, bad.OK = len(lostProblems) == 0, len(badProblems) == 0
@@ -267,7 +418,7 @@ func (r *run) lostRegistrations(machine string, models map[string]catalog.Model)
 			continue
 		}
 		ack := r.catMon.registered[key]
-		if !fileIntact(r.s.Disk(machine), ack.LocalPath, ack.SHA256) {
+		if !fileIntact(r.s.Disk(machine), ack.LocalPath, ack.SHA256) || !r.catMon.mustSurvive(key) {
 			continue
 		}
 		got, ok := models[id]
@@ -280,6 +431,31 @@ func (r *run) lostRegistrations(machine string, models map[string]catalog.Model)
 			Quantization: ack.Quantization}
 		if d := cmp.Diff(want, got, cmpopts.IgnoreFields(catalog.Model{}, "DownloadedAt", "VRAMRequired")); d != "" {
 			problems = append(problems, fmt.Sprintf("%s: model %s differs from what was acknowledged (-acknowledged +catalog):\n%s", machine, id, d))
+		}
+	}
+	return problems
+}
+
+// lostV1Rows lists rows of the machine's starting v1 catalog whose file is intact but that
+// are missing or changed after the migration (compared with go-cmp; the v2 column
+// vram_required is new, so it is not compared).
+func (r *run) lostV1Rows(machine string, models map[string]catalog.Model) []string {
+	var problems []string
+	for i, mf := range r.sc.Models {
+		if !mf.V1 || mf.At != 0 || mf.Machine != machine {
+			continue
+		}
+		want := r.v1Model(i)
+		if !fileIntact(r.s.Disk(machine), want.LocalPath, want.SHA256) || !r.catMon.mustSurvive(machine+"|"+want.ID) {
+			continue
+		}
+		got, ok := models[want.ID]
+		if !ok {
+			problems = append(problems, fmt.Sprintf("%s: model %s of the v1 catalog is missing after migration", machine, want.ID))
+			continue
+		}
+		if d := cmp.Diff(want, got, cmpopts.IgnoreFields(catalog.Model{}, "VRAMRequired", "DownloadedAt")); d != "" {
+			problems = append(problems, fmt.Sprintf("%s: model %s changed in migration (-v1 +now):\n%s", machine, want.ID, d))
 		}
 	}
 	return problems

@@ -17,6 +17,14 @@ func catalogEntries() []Entry {
 		{ID: "catalog/corruption-recovery", Doc: "the catalog file is corrupted (flipped bytes, clobbered header, truncation) while hives run and restart: it is backed up, rebuilt from the model files, and no model with an intact file is lost",
 			FaultKinds: []string{"disk-flip", "disk-clobber-header", "disk-truncate", "crash-restart"}, build: buildCorruptionRecovery,
 			ensure: ensureCorruption},
+		{ID: "catalog/orphan-cleanup", Doc: "model files are deleted by hand and others appear unregistered; cleanup removes the orphan rows, adopts the valid files, and reports a summary",
+			FaultKinds: []string{"crash-restart", "net-delay"}, build: buildOrphanCleanup},
+		{ID: "catalog/large-query", Doc: "a catalog of 1,000 to 2,000 models is listed by provider page by page: every scan sees each model once, in order, within its page size",
+			FaultKinds: []string{"crash-restart", "net-delay"}, build: buildLargeQuery},
+		{ID: "catalog/backup-restore", Doc: "an online backup is taken while registrations go on, and later restored: the backup is consistent and the restore brings back every model registered before it",
+			FaultKinds: []string{"crash-restart", "net-delay", "net-duplicate"}, build: buildBackupRestore},
+		{ID: "catalog/schema-migration", Doc: "hives open a schema-v1 catalog, also with a crash in the middle of the migration: it migrates in one transaction, keeps every row, and a crash leaves v1 intact for the next start",
+			FaultKinds: []string{"crash-restart", "power-fail"}, build: buildSchemaMigration},
 		{ID: "catalog/disk-faults", Doc: "torn writes on power failure, failed fsyncs and a full disk under catalog writes: no acknowledged registration lost, clear errors, nothing half-written",
 			FaultKinds: []string{"power-fail", "disk-fsync-fail", "disk-full", "crash-restart"}, build: buildDiskFaults},
 	}
@@ -80,4 +88,68 @@ func ensureCorruption(rng *rand.Rand, sc *Scenario) {
 	f := faultOf(kinds[rng.IntN(len(kinds))], at, sc)
 	sc.Faults = append(sc.Faults, f, faultOf("crash-restart", at+time.Second, sc))
 	sortFaults(sc.Faults)
+}
+
+func buildOrphanCleanup(rng *rand.Rand, k Knobs) Scenario {
+	sc := catalogCluster(rng, pick(rng, k.Hives, 1, 2), max(4, pick(rng, k.WorkersPerHive, 6, 12)), pick(rng, k.Clients, 1, 2), false)
+	deleted := 0
+	for i := range sc.Models {
+		// Some files present at the start are deleted by hand in the first minute: their rows
+		// become orphans (the cleanup comes later).
+		if sc.Models[i].At == 0 && !sc.Models[i].Broken && (deleted == 0 || rng.IntN(3) == 0) {
+			sc.Models[i].DeleteAt = 30*time.Second + time.Duration(rng.Int64N(int64(30*time.Second)))
+			deleted++
+		}
+	}
+	if deleted == 0 {
+		sc.Models[0].At, sc.Models[0].Broken, sc.Models[0].DeleteAt = 0, false, 40*time.Second
+	}
+	// Late downloads that nobody registers: files the cleanup adopts.
+	for i := 0; i < 2; i++ {
+		sc.Models = append(sc.Models, ModelFile{Machine: "machine-1", Provider: "hf", Reference: fmt.Sprintf("org-9/unregistered-%d-GGUF/model.gguf", i),
+			Architecture: "llama", ContextLength: 4096, PayloadBytes: 1024, At: 90 * time.Second})
+	}
+	admin := keeper.CatalogConfig{Hives: []node.Addr{sc.Hives[0].Addr}, Provider: "hf", References: []string{"org-9/none"},
+		ThinkTime: time.Hour, Script: []keeper.CatalogStep{{At: 2 * time.Minute, Op: "cleanup", Adopt: true},
+			{At: 4 * time.Minute, Op: "cleanup", Adopt: true}}}
+	sc.CatalogClients = append(sc.CatalogClients, CatalogClientSpec{Addr: "keeper-admin", Client: admin})
+	sc.Require = []string{"catalog cleanup removed orphan rows", "catalog cleanup adopted files"}
+	return sc
+}
+
+func buildLargeQuery(rng *rand.Rand, k Knobs) Scenario {
+	sc := catalogCluster(rng, pick(rng, k.Hives, 1, 2), 1000+rng.IntN(1001), pick(rng, k.Clients, 1, 3), false)
+	for i := range sc.Models {
+		sc.Models[i].At, sc.Models[i].Broken, sc.Models[i].PayloadBytes = 0, false, 64
+	}
+	for i := range sc.CatalogClients {
+		c := &sc.CatalogClients[i].Client
+		c.ScanPercent, c.PageSize, c.RegisterPercent = 50, 50+rng.IntN(151), 20
+	}
+	sc.Chaos, sc.Settle = 3*time.Minute, time.Minute
+	sc.Require = []string{"keeper completed a full catalog scan"}
+	return sc
+}
+
+func buildBackupRestore(rng *rand.Rand, k Knobs) Scenario {
+	sc := catalogCluster(rng, pick(rng, k.Hives, 1, 2), pick(rng, k.WorkersPerHive, 5, 10), pick(rng, k.Clients, 1, 3), false)
+	backupAt := time.Minute + time.Duration(rng.Int64N(int64(time.Minute)))
+	admin := keeper.CatalogConfig{Hives: []node.Addr{sc.Hives[0].Addr}, Provider: "hf", References: []string{"org-9/none"},
+		ThinkTime: time.Hour, Script: []keeper.CatalogStep{{At: backupAt, Op: "backup", Name: "backups/catalog-1.db"},
+			{At: backupAt + 90*time.Second, Op: "restore", Name: "backups/catalog-1.db"}}}
+	sc.CatalogClients = append(sc.CatalogClients, CatalogClientSpec{Addr: "keeper-admin", Client: admin})
+	sc.Require = []string{"catalog backed up", "catalog restored from backup"}
+	return sc
+}
+
+func buildSchemaMigration(rng *rand.Rand, k Knobs) Scenario {
+	sc := catalogCluster(rng, pick(rng, k.Hives, 1, 3), max(1, pick(rng, k.WorkersPerHive, 3, 10)), pick(rng, k.Clients, 1, 2), false)
+	for i := range sc.Models {
+		if sc.Models[i].At == 0 && !sc.Models[i].Broken {
+			sc.Models[i].V1 = true
+		}
+	}
+	sc.Models[0].At, sc.Models[0].Broken, sc.Models[0].V1 = 0, false, true
+	sc.Require = []string{"harness: v1 catalog on disk at start"}
+	return sc
 }

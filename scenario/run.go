@@ -177,6 +177,15 @@ func (r *run) sent(at time.Duration, from, to node.Addr, m node.Msg) {
 			r.catMon.invoke(from, r.machineOf(to), req)
 		case api.CatalogGetReq:
 			r.catHist.Invoke(from, r.machineOf(to), req, req.ReqID, int64(at))
+		case api.CatalogCleanupReq:
+			r.catHist.Invoke(from, r.machineOf(to), req, req.ReqID, int64(at))
+		case api.CatalogRestoreReq:
+			r.catHist.Invoke(from, r.machineOf(to), req, req.ReqID, int64(at))
+			r.catMon.sentMaintenance(at, reqKey{from, req.ReqID}, req.MsgName(), req.Name)
+		case api.CatalogBackupReq:
+			r.catMon.sentMaintenance(at, reqKey{from, req.ReqID}, req.MsgName(), req.Name)
+		case api.CatalogListReq:
+			r.catMon.sentList(reqKey{from, req.ReqID}, req)
 		}
 	}
 }

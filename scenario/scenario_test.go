@@ -10,7 +10,8 @@ import (
 )
 
 func TestCatalogueIDsAreScenarioIDs(t *testing.T) {
-	want := []string{"catalog/concurrent-registration", "catalog/corruption-recovery", "catalog/disk-faults", "registry/capability-change", "registry/concurrent-state-update", "registry/heartbeat-timeout-busy",
+	want := []string{"catalog/backup-restore", "catalog/concurrent-registration", "catalog/corruption-recovery", "catalog/disk-faults",
+		"catalog/large-query", "catalog/orphan-cleanup", "catalog/schema-migration", "registry/capability-change", "registry/concurrent-state-update", "registry/heartbeat-timeout-busy",
 		"registry/linearizable", "registry/overflow", "registry/persistence"}
 	var got []string
 	for _, e := range Catalogue() {

@@ -42,17 +42,58 @@ type (
 	}
 )
 
+// Catalog maintenance requests (rbee-keeper models cleanup / backup / restore).
+type (
+	// CatalogCleanupReq removes rows whose model file is missing or invalid and, with Adopt,
+	// registers valid model files that have no row.
+	CatalogCleanupReq struct {
+		ReqID uint64 `json:"req_id"`
+		Adopt bool   `json:"adopt"`
+	}
+	// CatalogBackupReq writes a consistent snapshot of the catalog to the file Name on the
+	// hive's disk while other requests go on.
+	CatalogBackupReq struct {
+		ReqID uint64 `json:"req_id"`
+		Name  string `json:"name"`
+	}
+	// CatalogRestoreReq replaces the catalog with the backup Name; the old catalog is kept
+	// aside.
+	CatalogRestoreReq struct {
+		ReqID uint64 `json:"req_id"`
+		Name  string `json:"name"`
+	}
+)
+
+// CleanupSummary says what a cleanup did.
+type CleanupSummary struct {
+	RowsRemoved  int      `json:"rows_removed"`
+	FilesAdopted int      `json:"files_adopted"`
+	RemovedIDs   []string `json:"removed_ids,omitempty"`
+	AdoptedIDs   []string `json:"adopted_ids,omitempty"`
+	Unreadable   []string `json:"unreadable,omitempty"`
+}
+
 // CatalogResp answers a catalog request. Err is zero on success.
 type CatalogResp struct {
-	ReqID     uint64        `json:"req_id"`
-	Op        string        `json:"op"`
-	Err       Error         `json:"error"`
-	Inserted  bool          `json:"inserted,omitempty"`
-	Found     bool          `json:"found,omitempty"`
-	Model     ModelRecord   `json:"model"`
-	Models    []ModelRecord `json:"models,omitempty"`
-	NextToken string        `json:"next_token,omitempty"`
+	ReqID     uint64         `json:"req_id"`
+	Op        string         `json:"op"`
+	Err       Error          `json:"error"`
+	Inserted  bool           `json:"inserted,omitempty"`
+	Found     bool           `json:"found,omitempty"`
+	Model     ModelRecord    `json:"model"`
+	Models    []ModelRecord  `json:"models,omitempty"`
+	NextToken string         `json:"next_token,omitempty"`
+	Cleanup   CleanupSummary `json:"cleanup"`
 }
+
+// MsgName implements node.Msg.
+func (CatalogCleanupReq) MsgName() string { return "catalog.cleanup" }
+
+// MsgName implements node.Msg.
+func (CatalogBackupReq) MsgName() string { return "catalog.backup" }
+
+// MsgName implements node.Msg.
+func (CatalogRestoreReq) MsgName() string { return "catalog.restore" }
 
 // Catalog error codes.
 const (

@@ -32,12 +32,7 @@ func (h *Hive) openCatalog(env node.Env) error {
 	if !h.cfg.Catalog || h.catalog.cat != nil {
 		return nil
 	}
-	if h.catalog.vfs == "" {
-		h.catalog.vfs = sqlitevfs.Register(env.Disk())
-	}
-	cat, events, err := catalog.Open(catalog.Options{Disk: env.Disk(), VFS: h.catalog.vfs,
-		Path: h.cfg.CatalogPath, ModelsDir: h.cfg.ModelsDir, Now: env.Now, Log: env.Log(), Plants: h.cfg.Plants,
-		BusyTimeout: h.cfg.CatalogBusyTimeout})
+	cat, events, err := catalog.Open(h.catalogOptions(env))
 	h.reportCatalogEvents(env, events)
 	if err != nil {
 		env.Log().Error("cannot open the model catalog; catalog requests fail until it opens", "err", err)
@@ -45,6 +40,14 @@ func (h *Hive) openCatalog(env node.Env) error {
 	}
 	h.catalog.cat = cat
 	return nil
+}
+
+func (h *Hive) catalogOptions(env node.Env) catalog.Options {
+	if h.catalog.vfs == "" {
+		h.catalog.vfs = sqlitevfs.Register(env.Disk())
+	}
+	return catalog.Options{Disk: env.Disk(), VFS: h.catalog.vfs, Path: h.cfg.CatalogPath, ModelsDir: h.cfg.ModelsDir,
+		Now: env.Now, Log: env.Log(), Plants: h.cfg.Plants, BusyTimeout: h.cfg.CatalogBusyTimeout}
 }
 
 func (h *Hive) reportCatalogEvents(env node.Env, events []catalog.Event) {
@@ -106,10 +109,52 @@ func (h *Hive) handleCatalog(env node.Env, from node.Addr, m node.Msg, reqID uin
 			resp.Models = append(resp.Models, toRecord(mo))
 		}
 		resp.NextToken, resp.Err = next, catalogError(err)
+	case api.CatalogCleanupReq:
+		h.catalogCleanup(env, m, &resp)
+	case api.CatalogBackupReq:
+		resp.Err = catalogError(h.catalog.cat.Backup(m.Name))
+		if resp.Err.OK() {
+			env.Observe(node.Mark("catalog backed up"))
+		}
+	case api.CatalogRestoreReq:
+		h.catalogRestore(env, m, &resp)
 	}
-	h.reportCatalogEvents(env, h.catalog.cat.Events())
+	if h.catalog.cat != nil {
+		h.reportCatalogEvents(env, h.catalog.cat.Events())
+	}
 	h.remember(key, resp)
 	env.Send(from, resp)
+}
+
+func (h *Hive) catalogCleanup(env node.Env, r api.CatalogCleanupReq, resp *api.CatalogResp) {
+	sum, err := h.catalog.cat.Cleanup(r.Adopt)
+	if resp.Err = catalogError(err); !resp.Err.OK() {
+		return
+	}
+	resp.Cleanup = api.CleanupSummary{RowsRemoved: sum.RowsRemoved, FilesAdopted: sum.FilesAdopted,
+		RemovedIDs: sum.Removed, AdoptedIDs: sum.Adopted, Unreadable: sum.Unreadable}
+	env.Log().Info("catalog cleanup", "rows_removed", sum.RowsRemoved, "files_adopted", sum.FilesAdopted,
+		"bytes_adopted", sum.BytesAdopted, "unreadable", sum.Unreadable)
+	if sum.RowsRemoved > 0 {
+		env.Observe(node.Mark("catalog cleanup removed orphan rows"))
+	}
+	if sum.FilesAdopted > 0 {
+		env.Observe(node.Mark("catalog cleanup adopted files"))
+	}
+}
+
+// catalogRestore replaces the catalog with a backup: this process's connection is closed
+// first and reopened after; other processes on the machine reopen on their next call.
+func (h *Hive) catalogRestore(env node.Env, r api.CatalogRestoreReq, resp *api.CatalogResp) {
+	h.catalog.cat.Close()
+	h.catalog.cat = nil
+	err := catalog.Restore(h.catalogOptions(env), r.Name)
+	if oerr := h.openCatalog(env); err == nil {
+		err = oerr
+	}
+	if resp.Err = catalogError(err); resp.Err.OK() {
+		env.Observe(node.Mark("catalog restored from backup"))
+	}
 }
 
 func (h *Hive) catalogRegister(env node.Env, r api.CatalogRegisterReq, resp *api.CatalogResp) {

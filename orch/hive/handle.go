@@ -28,6 +28,12 @@ func (h *Hive) Handle(env node.Env, from node.Addr, m node.Msg) {
 		h.handleCatalog(env, from, m, m.ReqID)
 	case api.CatalogListReq:
 		h.handleCatalog(env, from, m, m.ReqID)
+	case api.CatalogCleanupReq:
+		h.handleCatalog(env, from, m, m.ReqID)
+	case api.CatalogBackupReq:
+		h.handleCatalog(env, from, m, m.ReqID)
+	case api.CatalogRestoreReq:
+		h.handleCatalog(env, from, m, m.ReqID)
 	case api.DeviceFault:
 		h.handleDeviceFault(env, m)
 	case api.WorkerHang:

@@ -29,6 +29,25 @@ type CatalogConfig struct {
 	RetryInterval time.Duration `json:"retry_interval"`
 	// Operations stops the client after this many operations; zero means no limit.
 	Operations int `json:"operations"`
+	// ScanPercent is the share of operations, 0 to 100, that list every model of the
+	// provider, page by page (PageSize models a page; zero means 100).
+	ScanPercent int `json:"scan_percent,omitempty"`
+	PageSize    int `json:"page_size,omitempty"`
+	// Script lists maintenance steps (cleanup, backup, restore) the client sends to the first
+	// hive at fixed times, as an operator would.
+	Script []CatalogStep `json:"script,omitempty"`
+}
+
+// CatalogStep is one scripted maintenance request.
+type CatalogStep struct {
+	// At is when to send it, from the client's start.
+	At time.Duration `json:"at"`
+	// Op is "cleanup", "backup" or "restore".
+	Op string `json:"op"`
+	// Name is the backup file, for backup and restore.
+	Name string `json:"name,omitempty"`
+	// Adopt, for cleanup, registers valid files that have no row.
+	Adopt bool `json:"adopt,omitempty"`
 }
 
 // Validate lists every problem with the config.
@@ -40,8 +59,21 @@ func (c CatalogConfig) Validate() error {
 	if c.Provider == "" || len(c.References) == 0 {
 		errs = append(errs, "provider and references are required")
 	}
-	if c.RegisterPercent < 0 || c.RegisterPercent > 100 {
-		errs = append(errs, fmt.Sprintf("register_percent %d is outside 0..100", c.RegisterPercent))
+	if c.RegisterPercent < 0 || c.RegisterPercent > 100 || c.ScanPercent < 0 || c.ScanPercent > 100 {
+		errs = append(errs, fmt.Sprintf("register_percent %d and scan_percent %d must be within 0..100", c.RegisterPercent, c.ScanPercent))
+	}
+	if c.PageSize < 0 {
+		errs = append(errs, "page_size must not be negative")
+	}
+	for i, st := range c.Script {
+		switch {
+		case st.Op != "cleanup" && st.Op != "backup" && st.Op != "restore":
+			errs = append(errs, fmt.Sprintf("script[%d]: op %q is not cleanup, backup or restore", i, st.Op))
+		case st.Op != "cleanup" && st.Name == "":
+			errs = append(errs, fmt.Sprintf("script[%d]: %s needs a backup name", i, st.Op))
+		case st.At < 0:
+			errs = append(errs, fmt.Sprintf("script[%d]: at must not be negative", i))
+		}
 	}
 	if c.ThinkTime < 0 || c.RetryInterval < 0 || c.Operations < 0 {
 		errs = append(errs, "durations and counts must not be negative")
@@ -58,13 +90,17 @@ type CatalogStats struct {
 	Inserted   int // registrations that inserted
 	Present    int // registrations that found the model already registered
 	Errors     int // answers with an error
+	Scans      int // full scans completed
+	Steps      int // scripted maintenance steps answered
 }
 
 type catalogThink struct{}
 type catalogRetry struct{}
+type catalogStepDue struct{ Index int }
 
-func (catalogThink) MsgName() string { return "keeper.catalog_think" }
-func (catalogRetry) MsgName() string { return "keeper.catalog_retry" }
+func (catalogThink) MsgName() string   { return "keeper.catalog_think" }
+func (catalogRetry) MsgName() string   { return "keeper.catalog_retry" }
+func (catalogStepDue) MsgName() string { return "keeper.catalog_step" }
 
 type outstanding struct {
 	to  node.Addr
@@ -79,6 +115,10 @@ type CatalogClient struct {
 	waiting map[uint64]outstanding
 	done    int
 	stats   CatalogStats
+	// scanning is the request ID of the page a scan waits for (0: no scan).
+	scanning uint64
+	// scripted are the maintenance requests in flight; they run beside the workload.
+	scripted map[uint64]outstanding
 }
 
 // NewCatalogClient returns a catalog client. It panics on an invalid config.
@@ -102,8 +142,12 @@ func (c *CatalogClient) Stats() CatalogStats { return c.stats }
 func (c *CatalogClient) Start(env node.Env) {
 	c.reqBase = env.Rand().Uint64() &^ 0xffffffff
 	c.waiting = map[uint64]outstanding{}
+	c.scripted = map[uint64]outstanding{}
 	env.After(c.think(env), catalogThink{})
 	env.After(c.cfg.RetryInterval, catalogRetry{})
+	for i, st := range c.cfg.Script {
+		env.After(st.At, catalogStepDue{Index: i})
+	}
 }
 
 func (c *CatalogClient) think(env node.Env) time.Duration {
@@ -115,20 +159,23 @@ func (c *CatalogClient) Handle(env node.Env, from node.Addr, m node.Msg) {
 	switch m := m.(type) {
 	case catalogThink:
 		c.next(env)
+	case catalogStepDue:
+		c.step(env, c.cfg.Script[m.Index])
 	case catalogRetry:
 		env.After(c.cfg.RetryInterval, catalogRetry{})
-		for _, id := range c.waitingIDs() {
-			w := c.waiting[id]
-			env.Send(w.to, w.msg)
+		for _, pending := range []map[uint64]outstanding{c.waiting, c.scripted} {
+			for _, id := range sortedIDs(pending) {
+				env.Send(pending[id].to, pending[id].msg)
+			}
 		}
 	case api.CatalogResp:
 		c.answered(env, from, m)
 	}
 }
 
-func (c *CatalogClient) waitingIDs() []uint64 {
-	ids := make([]uint64, 0, len(c.waiting))
-	for id := range c.waiting { //det:sorted
+func sortedIDs(m map[uint64]outstanding) []uint64 {
+	ids := make([]uint64, 0, len(m))
+	for id := range m { //det:sorted
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
@@ -145,6 +192,10 @@ func (c *CatalogClient) send(env node.Env, to node.Addr, build func(id uint64) n
 
 func (c *CatalogClient) next(env node.Env) {
 	if c.cfg.Operations > 0 && c.done >= c.cfg.Operations {
+		return
+	}
+	if c.cfg.ScanPercent > 0 && env.Rand().IntN(100) < c.cfg.ScanPercent {
+		c.scanPage(env, c.cfg.Hives[env.Rand().IntN(len(c.cfg.Hives))], "")
 		return
 	}
 	ref := c.cfg.References[env.Rand().IntN(len(c.cfg.References))]
@@ -166,12 +217,60 @@ func (c *CatalogClient) next(env node.Env) {
 	}
 }
 
+// scanPage asks for one page of a full scan.
+func (c *CatalogClient) scanPage(env node.Env, hive node.Addr, token string) {
+	size := c.cfg.PageSize
+	if size == 0 {
+		size = 100
+	}
+	c.send(env, hive, func(id uint64) node.Msg {
+		c.scanning = id
+		return api.CatalogListReq{ReqID: id, Provider: c.cfg.Provider, PageSize: size, PageToken: token}
+	})
+}
+
+// step sends one scripted maintenance request to the first hive.
+func (c *CatalogClient) step(env node.Env, st CatalogStep) {
+	c.reqN++
+	id := c.reqBase + c.reqN
+	var m node.Msg
+	switch st.Op {
+	case "cleanup":
+		m = api.CatalogCleanupReq{ReqID: id, Adopt: st.Adopt}
+	case "backup":
+		m = api.CatalogBackupReq{ReqID: id, Name: st.Name}
+	default:
+		m = api.CatalogRestoreReq{ReqID: id, Name: st.Name}
+	}
+	c.scripted[id] = outstanding{to: c.cfg.Hives[0], msg: m}
+	env.Send(c.cfg.Hives[0], m)
+}
+
 func (c *CatalogClient) answered(env node.Env, from node.Addr, r api.CatalogResp) {
+	if w, ok := c.scripted[r.ReqID]; ok && w.to == from {
+		delete(c.scripted, r.ReqID)
+		c.stats.Steps++
+		if !r.Err.OK() {
+			c.stats.Errors++
+		}
+		return
+	}
 	w, ok := c.waiting[r.ReqID]
 	if !ok || w.to != from {
 		return
 	}
 	delete(c.waiting, r.ReqID)
+	if r.ReqID == c.scanning {
+		c.scanning = 0
+		if r.Err.OK() && r.NextToken != "" {
+			c.scanPage(env, from, r.NextToken)
+			return
+		}
+		if r.Err.OK() {
+			c.stats.Scans++
+			env.Observe(node.Mark("keeper completed a full catalog scan"))
+		}
+	}
 	c.stats.Operations++
 	switch {
 	case !r.Err.OK():
