@@ -48,7 +48,7 @@ var catalogue = []kind{
 	diskClobberHeader{}, diskFlip{}, diskFsyncFail{}, diskFull{}, diskSlow{}, diskTruncate{},
 	netDelay{}, netDuplicate{}, netLoss{}, netReorder{},
 	partitionIsolate{}, partitionOneway{}, partitionSplit{}, partitionSymmetric{},
-	pause{}, powerFail{}, workerHang{},
+	pause{}, powerFail{}, powerFailAtWrite{}, workerHang{},
 }
 
 // Catalogue returns every kind of fault, sorted by name.

@@ -1,8 +1,8 @@
 // Package faults is the nemesis: the catalogue of faults the harness injects into a simulation
-// (partitions, lossy and slow networks, crashes, power failures, pauses, clock faults, device
-// faults, hung workers and disk faults: flipped bytes, clobbered headers, truncated files,
-// failed fsyncs, a full disk, slow I/O), fault schedules as plain data, random schedules, and swarm
-// selection of fault subsets.
+// (partitions, lossy and slow networks, crashes, power failures at a time or at the k-th write
+// of a disk, pauses, clock faults, device faults, hung workers and disk faults: flipped bytes,
+// clobbered headers, truncated files, failed fsyncs, a full disk, slow I/O), fault schedules as
+// plain data, random schedules, and swarm selection of fault subsets.
 //
 // A Fault is JSON-encodable data, so rapid can shrink a Schedule and a failing one can be saved
 // and replayed. Each kind of fault is one small type in the registry Catalogue; Lookup finds one

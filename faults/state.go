@@ -31,14 +31,18 @@ type state struct {
 	pauses map[node.Addr]int
 	paused map[node.Addr]bool
 	// disk holds the active disk-full and disk-slow faults of each disk setting.
-	disk   map[diskSetting]*diskStack
+	disk map[diskSetting]*diskStack
+	// traps maps a machine to the power-fail-at-write fault whose crash point is armed on its
+	// disk, so that the end of a replaced one leaves the newer one armed.
+	traps  map[string]uint64
 	nextID uint64
 }
 
 func newState(s *sim.Sim, t Topology) *state {
 	return &state{s: s, t: t, blocks: map[link]int{}, external: map[link]bool{},
 		drift: map[node.Addr]*driftStack{}, down: map[node.Addr]int{}, crashed: map[node.Addr]bool{},
-		pauses: map[node.Addr]int{}, paused: map[node.Addr]bool{}, disk: map[diskSetting]*diskStack{}}
+		pauses: map[node.Addr]int{}, paused: map[node.Addr]bool{}, disk: map[diskSetting]*diskStack{},
+		traps: map[string]uint64{}}
 }
 
 func (st *state) id() uint64 {

@@ -33,6 +33,10 @@ const (
 // Faults: FlipByte, ClobberHeader and TruncateTo change a file's content in both images (media
 // corruption); FailSyncs makes syncs fail; SetSpaceBudget makes writes fail with ENOSPC; and
 // SetSlowIO makes every read, write and sync cost the process that does it simulated time.
+//
+// Crash points: every mutating operation (WriteAt, Truncate, Sync, Rename, Remove) is counted
+// (WritesSoFar), and CrashAfterWrites freezes the disk at the k-th one from now, so a test can
+// cut the power at each write of an operation in turn.
 type Disk struct {
 	files map[string]*simFile
 	// FailWrites, when set, makes every WriteAt, Truncate and Sync fail: a dead disk.
@@ -41,6 +45,14 @@ type Disk struct {
 	budget     int64         // the most bytes of volatile data; 0 is unlimited
 	slowIO     time.Duration // what one read, write or sync costs
 	debt       time.Duration // the I/O time owed by the process running now
+	// Crash points (CrashAfterWrites): writes counts every mutating call; trapAt is the count
+	// at which the armed trap springs (0: none), trapK its k and crash its callback; frozen is
+	// the k of the trap that froze the disk (0: not frozen).
+	writes int
+	trapAt int
+	trapK  int
+	crash  func()
+	frozen int
 }
 
 type simFile struct {
@@ -84,6 +96,9 @@ func (d *Disk) Open(name string, create bool) (node.File, error) {
 
 // Remove implements node.Disk.
 func (d *Disk) Remove(name string) error {
+	if err := d.mutate("remove", name); err != nil {
+		return err
+	}
 	if _, ok := d.files[name]; !ok {
 		return fmt.Errorf("remove %s: %w", name, fs.ErrNotExist)
 	}
@@ -93,6 +108,9 @@ func (d *Disk) Remove(name string) error {
 
 // Rename implements node.Disk. The renamed file keeps its volatile and durable images.
 func (d *Disk) Rename(oldName, newName string) error {
+	if err := d.mutate("rename", oldName); err != nil {
+		return err
+	}
 	f, ok := d.files[oldName]
 	if !ok {
 		return fmt.Errorf("rename %s: %w", oldName, fs.ErrNotExist)
@@ -120,8 +138,10 @@ func (d *Disk) Files() []string {
 	return names
 }
 
-// PowerFail loses every write that was not synced, as a machine losing power does.
+// PowerFail loses every write that was not synced, as a machine losing power does. It thaws a
+// disk frozen by CrashAfterWrites (a trap still armed stays armed).
 func (d *Disk) PowerFail() {
+	d.frozen = 0
 	for name, f := range d.files { //det:sorted (each file is handled on its own)
 		if !f.durableExists {
 			delete(d.files, name)
@@ -138,8 +158,9 @@ func (d *Disk) PowerFail() {
 // for a random j. Each file that was synced at least once keeps its durable image with that
 // prefix applied; a file never synced is gone, as with PowerFail. A file whose log of unsynced
 // writes outgrew its bounds (4096 writes or 64 MiB) loses all of them. Files are handled in
-// name order, so the same rng state gives the same disk.
+// name order, so the same rng state gives the same disk. Like PowerFail, it thaws a frozen disk.
 func (d *Disk) PowerFailTorn(rng *rand.Rand) {
+	d.frozen = 0
 	for _, name := range d.Files() {
 		f := d.files[name]
 		if !f.durableExists {
@@ -307,6 +328,48 @@ func (d *Disk) SetSlowIO(perOp time.Duration) { d.slowIO = max(perOp, 0) }
 // SlowIO is what one read, write or sync costs.
 func (d *Disk) SlowIO() time.Duration { return d.slowIO }
 
+// CrashAfterWrites arms a power-failure trap at the k-th mutating operation on the disk from
+// now on (k >= 1); k <= 0 disarms a trap not sprung yet. Each call of WriteAt, Truncate or Sync
+// on any file, and of Rename or Remove on the Disk, counts as one operation, whether or not it
+// would have succeeded. The k-th one and every later one fail with an error matching
+// syscall.EIO ("simulated power failure at write k") and change nothing: the disk is frozen,
+// and nothing after the k-th write reaches it; reads still see the cache as it was. crash is
+// called once, synchronously, from inside the k-th operation, before it returns its error.
+// Only PowerFail or PowerFailTorn thaw the disk. A later call replaces a trap not sprung yet.
+func (d *Disk) CrashAfterWrites(k int, crash func()) {
+	if k <= 0 {
+		d.trapAt, d.trapK, d.crash = 0, 0, nil
+		return
+	}
+	d.trapAt, d.trapK, d.crash = d.writes+k, k, crash
+}
+
+// WritesSoFar is how many mutating operations (WriteAt, Truncate, Sync, Rename, Remove) the
+// disk has been asked for since it was made, counted whether or not a trap is armed and
+// whether or not they succeeded.
+func (d *Disk) WritesSoFar() int { return d.writes }
+
+// Frozen reports whether a sprung CrashAfterWrites trap keeps the disk from changing.
+func (d *Disk) Frozen() bool { return d.frozen > 0 }
+
+// mutate counts one mutating operation, springs an armed trap at its count, and fails when
+// the disk is frozen.
+func (d *Disk) mutate(op, name string) error {
+	d.writes++
+	if d.trapAt > 0 && d.writes == d.trapAt {
+		d.frozen = d.trapK
+		crash := d.crash
+		d.trapAt, d.trapK, d.crash = 0, 0, nil
+		if crash != nil {
+			crash()
+		}
+	}
+	if d.frozen > 0 {
+		return fmt.Errorf("%s %s: simulated power failure at write %d: %w", op, name, d.frozen, syscall.EIO)
+	}
+	return nil
+}
+
 // checkSpace fails when growing a file from oldSize to newSize would break the budget.
 func (d *Disk) checkSpace(op, name string, oldSize, newSize int64) error {
 	if d.budget <= 0 || newSize <= oldSize {
@@ -365,6 +428,9 @@ func (f *diskFile) ReadAt(p []byte, off int64) (int, error) {
 
 func (f *diskFile) WriteAt(p []byte, off int64) (int, error) {
 	f.d.debt += f.d.slowIO
+	if err := f.d.mutate("write", f.name); err != nil {
+		return 0, err
+	}
 	sf, err := f.file()
 	if err != nil {
 		return 0, err
@@ -391,6 +457,9 @@ func (f *diskFile) Size() (int64, error) {
 }
 
 func (f *diskFile) Truncate(size int64) error {
+	if err := f.d.mutate("truncate", f.name); err != nil {
+		return err
+	}
 	sf, err := f.file()
 	if err != nil {
 		return err
@@ -409,6 +478,9 @@ func (f *diskFile) Truncate(size int64) error {
 
 func (f *diskFile) Sync() error {
 	f.d.debt += f.d.slowIO
+	if err := f.d.mutate("fsync", f.name); err != nil {
+		return err
+	}
 	sf, err := f.file()
 	if err != nil {
 		return err

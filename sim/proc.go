@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -67,7 +68,8 @@ func (s *Sim) Restart(addr node.Addr, delay time.Duration) {
 
 // PowerFail crashes every process on machine and loses the unsynced writes on its disk that
 // had not reached the platter: a random prefix of each file's unsynced writes survives, the
-// last possibly torn at a sector boundary (Disk.PowerFailTorn, drawn from the run seed).
+// last possibly torn at a sector boundary (Disk.PowerFailTorn, drawn from the run seed). A disk
+// frozen by a crash point (PowerFailAtWrite, Disk.CrashAfterWrites) thaws.
 func (s *Sim) PowerFail(machine string) {
 	for _, p := range s.order {
 		if p.machine == machine {
@@ -76,6 +78,39 @@ func (s *Sim) PowerFail(machine string) {
 	}
 	s.trace.record(s.now, "powerfail", "", node.Addr(machine), "", nil)
 	s.Disk(machine).PowerFailTorn(s.diskRng)
+}
+
+// PowerFailAtWrite arms a crash point: at the k-th mutating operation (WriteAt, Truncate, Sync,
+// Rename or Remove; see Disk.CrashAfterWrites) on machine's disk from now on, the machine loses
+// power. The model is "nothing after the k-th write reaches the disk": that operation and every
+// later one fail with EIO and change nothing (the disk is frozen), and an action named
+// "power-fail at write k MACHINE" is scheduled at the current time. The node handling an event
+// when its write hits the crash point keeps running until its Start or Handle returns (its
+// further writes fail; what it sends still goes out); then, after the events already queued for
+// that same instant, the action runs PowerFail(machine), which crashes every process on the
+// machine, tears its unsynced writes as usual and thaws the disk, and restarts every process of
+// the machine that was up, after restartAfter. k <= 0 disarms a crash point not reached yet; a
+// later call replaces one. Arming changes nothing in the trace until the crash point is reached.
+func (s *Sim) PowerFailAtWrite(machine string, k int, restartAfter time.Duration) {
+	d := s.Disk(machine)
+	if k <= 0 {
+		d.CrashAfterWrites(0, nil)
+		return
+	}
+	d.CrashAfterWrites(k, func() {
+		s.At(s.now, fmt.Sprintf("power-fail at write %d %s", k, machine), func() {
+			var up []node.Addr
+			for _, p := range s.order {
+				if p.machine == machine && p.up {
+					up = append(up, p.addr)
+				}
+			}
+			s.PowerFail(machine)
+			for _, a := range up {
+				s.Restart(a, restartAfter)
+			}
+		})
+	})
 }
 
 // Pause stops the process at addr from running: messages and timers for it wait until Resume.
