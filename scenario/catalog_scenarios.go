@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/rbee-sim/rbee-sim/faults"
 	"github.com/rbee-sim/rbee-sim/orch/keeper"
 	"github.com/rbee-sim/rbee-sim/orch/node"
 )
@@ -24,7 +25,7 @@ func catalogEntries() []Entry {
 		{ID: "catalog/backup-restore", Doc: "an online backup is taken while registrations go on, and later restored: the backup is consistent and the restore brings back every model registered before it",
 			FaultKinds: []string{"crash-restart", "net-delay", "net-duplicate"}, build: buildBackupRestore},
 		{ID: "catalog/schema-migration", Doc: "hives open a schema-v1 catalog, also with a crash in the middle of the migration: it migrates in one transaction, keeps every row, and a crash leaves v1 intact for the next start",
-			FaultKinds: []string{"crash-restart", "power-fail"}, build: buildSchemaMigration},
+			FaultKinds: []string{"crash-restart", "power-fail"}, build: buildSchemaMigration, ensure: ensureMigrationCrash},
 		{ID: "catalog/disk-faults", Doc: "torn writes on power failure, failed fsyncs and a full disk under catalog writes: no acknowledged registration lost, clear errors, nothing half-written",
 			FaultKinds: []string{"power-fail", "disk-fsync-fail", "disk-full", "crash-restart"}, build: buildDiskFaults},
 	}
@@ -152,4 +153,14 @@ func buildSchemaMigration(rng *rand.Rand, k Knobs) Scenario {
 	sc.Models[0].At, sc.Models[0].Broken, sc.Models[0].V1 = 0, false, true
 	sc.Require = []string{"harness: v1 catalog on disk at start"}
 	return sc
+}
+
+// ensureMigrationCrash arms a power failure at a drawn write of the first hive's machine from
+// the very start, so over the seeds every write of the migration (and of the first requests)
+// is a crash point.
+func ensureMigrationCrash(rng *rand.Rand, sc *Scenario) {
+	f := faults.Fault{Kind: "power-fail-at-write", At: 0, For: time.Duration(1+rng.IntN(10)) * time.Second,
+		Targets: []node.Addr{sc.Hives[0].Addr}, Value: int64(1 + rng.IntN(60))}
+	sc.Faults = append(sc.Faults, f)
+	sortFaults(sc.Faults)
 }

@@ -129,6 +129,10 @@ func newRun(sc Scenario, o Options) *run {
 	qcfg.MaxWorkers, qcfg.HeartbeatTimeout, qcfg.StaleGrace = sc.Queen.MaxWorkers, sc.Queen.HeartbeatTimeout, sc.Queen.StaleGrace
 	qcfg.Plants = plant.NewSet(sc.Plants...)
 	r.s.Add(sc.Queen.Addr, string(sc.Queen.Addr), 0, func() node.Node { return queen.New(qcfg) })
+	// Faults are scheduled before the processes start, so a fault at time zero (a crash point
+	// armed on a disk) is in place before anything runs.
+	r.inj = faults.NewInjector(r.s, sc.Topology())
+	r.inj.Schedule(sc.Faults)
 	r.writeModelFiles()
 	for _, h := range sc.Hives {
 		hcfg := hive.DefaultConfig(sc.Queen.Addr)
@@ -156,8 +160,6 @@ func newRun(sc Scenario, o Options) *run {
 	}
 	r.mon = newMonitors(sc, r.s)
 	r.s.SetHooks(sim.Hooks{Sent: r.sent, Delivered: r.delivered, Observed: r.observed, AfterEvent: r.mon.afterEvent})
-	r.inj = faults.NewInjector(r.s, sc.Topology())
-	r.inj.Schedule(sc.Faults)
 	return r
 }
 
