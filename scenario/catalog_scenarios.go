@@ -27,7 +27,7 @@ func catalogEntries() []Entry {
 		{ID: "catalog/schema-migration", Doc: "hives open a schema-v1 catalog, also with a crash in the middle of the migration: it migrates in one transaction, keeps every row, and a crash leaves v1 intact for the next start",
 			FaultKinds: []string{"crash-restart", "power-fail"}, build: buildSchemaMigration, ensure: ensureMigrationCrash},
 		{ID: "catalog/disk-faults", Doc: "torn writes on power failure, failed fsyncs and a full disk under catalog writes: no acknowledged registration lost, clear errors, nothing half-written",
-			FaultKinds: []string{"power-fail", "disk-fsync-fail", "disk-full", "crash-restart"}, build: buildDiskFaults},
+			FaultKinds: []string{"power-fail", "power-fail-at-write", "disk-fsync-fail", "disk-full", "disk-slow", "crash-restart"}, build: buildDiskFaults},
 	}
 }
 
