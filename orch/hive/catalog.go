@@ -122,6 +122,12 @@ func (h *Hive) handleCatalog(env node.Env, from node.Addr, m node.Msg, reqID uin
 	if h.catalog.cat != nil {
 		h.reportCatalogEvents(env, h.catalog.cat.Events())
 	}
+	switch resp.Err.Code {
+	case api.CodeDiskFull:
+		env.Observe(node.Mark("catalog refused a write: disk full"))
+	case api.CodeCatalogUnavailable:
+		env.Observe(node.Mark("catalog call failed (I/O error), reported to the client"))
+	}
 	h.remember(key, resp)
 	env.Send(from, resp)
 }
