@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -51,6 +52,9 @@ func (c *Catalog) backup(name string) error {
 		err = syncFile(c.o.Disk, tmp)
 	}
 	if err == nil {
+		err = c.o.checkSnapshot(tmp)
+	}
+	if err == nil {
 		err = c.o.Disk.Rename(tmp, name)
 	}
 	if err == nil {
@@ -58,6 +62,12 @@ func (c *Catalog) backup(name string) error {
 		return nil
 	}
 	c.o.Disk.Remove(tmp) // best effort: a partial snapshot is worthless
+	var bad *badSnapshot
+	if errors.As(err, &bad) {
+		// The copy of a catalog that read fine fails its check: the catalog carries damage
+		// its reads did not meet (a zeroed page passes its checksum). Recover it.
+		return &corruptError{fmt.Sprintf("its backup failed a check (%s)", bad.reason)}
+	}
 	if isCorruption(err) && c.check("quick_check") == nil {
 		// The catalog reads fine: the error was the backup file's, not a reason to rebuild.
 		return fmt.Errorf("writing the backup %s failed: %s", name, sqliteReason(err))
@@ -143,6 +153,40 @@ func (o Options) checkBackup(name string) error {
 	if err != nil {
 		return fmt.Errorf("catalog restore: backup %s is not a usable catalog (%v); the catalog was not changed: "+
 			"pick another backup", name, err)
+	}
+	return nil
+}
+
+// badSnapshot says a freshly written backup failed its check.
+type badSnapshot struct{ reason string }
+
+func (b *badSnapshot) Error() string { return "the backup failed its check: " + b.reason }
+
+// checkSnapshot opens a written backup read-only and checks it, so a damaged catalog is never
+// backed up as if it were sound.
+func (o Options) checkSnapshot(name string) error {
+	conn, err := sqlite3.OpenFlags(o.uri(name, true), sqlite3.OPEN_READONLY|sqlite3.OPEN_URI)
+	if err != nil {
+		return &badSnapshot{sqliteReason(err)}
+	}
+	defer conn.Close()
+	st, _, err := conn.Prepare(`PRAGMA quick_check`)
+	if err != nil {
+		return &badSnapshot{sqliteReason(err)}
+	}
+	defer st.Close()
+	var problems []string
+	for st.Step() {
+		problems = append(problems, st.ColumnText(0))
+	}
+	if err := st.Err(); err != nil {
+		return &badSnapshot{sqliteReason(err)}
+	}
+	if len(problems) != 1 || problems[0] != "ok" {
+		return &badSnapshot{strings.Join(problems, "; ")}
+	}
+	if err := conn.Exec(`SELECT count(*) FROM models`); err != nil {
+		return &badSnapshot{sqliteReason(err)}
 	}
 	return nil
 }

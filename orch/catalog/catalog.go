@@ -256,6 +256,9 @@ func (c *Catalog) do(op string, fn func() error) error {
 		if err := c.reopenIfReplaced(); err != nil {
 			return err
 		}
+		if err := c.checkShape(); err != nil {
+			return err
+		}
 		return fn()
 	}
 	err := run()
@@ -288,7 +291,7 @@ func isCorruption(err error) bool {
 	switch {
 	case err == nil:
 		return false
-	case errors.As(err, &ce), errors.Is(err, sqlite3.CORRUPT), errors.Is(err, sqlite3.NOTADB):
+	case errors.As(err, &ce), errors.Is(err, sqlite3.CORRUPT), errors.Is(err, sqlite3.NOTADB), schemaLost(err):
 		return true
 	case isDiskFull(err), errors.Is(err, sqlite3.IOERR_FSYNC), errors.Is(err, sqlite3.IOERR_DIR_FSYNC),
 		errors.Is(err, sqlite3.IOERR_NOMEM):

@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
@@ -132,7 +133,11 @@ func (c *Catalog) open() (rebuilt *rebuildResult, err error) {
 	// error the catalog recovers from, never a wrong answer. Idempotent; the first time it
 	// rewrites the file (VACUUM).
 	if err := c.conn.EnableChecksums("main"); err != nil {
-		return nil, err
+		if isDiskFull(err) || errors.Is(err, sqlite3.IOERR) {
+			return nil, err
+		}
+		// The header's reserved-bytes field is not what checksums need: a damaged header.
+		return nil, &corruptError{fmt.Sprintf("page checksums cannot be enabled: %s", sqliteReason(err))}
 	}
 	if err := c.check("quick_check"); err != nil {
 		return nil, err
