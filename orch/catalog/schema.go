@@ -132,7 +132,7 @@ func (c *Catalog) open() (rebuilt *rebuildResult, err error) {
 	// integrity_check would); with them every page read is verified and damage becomes an
 	// error the catalog recovers from, never a wrong answer. Idempotent; the first time it
 	// rewrites the file (VACUUM).
-	if err := c.conn.EnableChecksums("main"); err != nil {
+	if err := c.enableChecksums(); err != nil {
 		if isDiskFull(err) || errors.Is(err, sqlite3.IOERR) {
 			return nil, err
 		}
@@ -348,4 +348,28 @@ func ensureFile(d node.Disk, name string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// enableChecksums turns on page checksums. The first time, for a catalog that has rows (a
+// migrated v1 catalog), that rewrites the whole file with VACUUM; go-sqlite3 v0.37 writes
+// pages with bad checksums when that VACUUM spills dirty pages out of the page cache (seen
+// from about 20,000 rows with the default cache), so the cache is made large enough to hold
+// the file for the VACUUM, then set back.
+func (c *Catalog) enableChecksums() error {
+	var pages, pageSize int64
+	if st, _, err := c.conn.Prepare(`SELECT page_count, page_size FROM pragma_page_count(), pragma_page_size()`); err == nil {
+		if st.Step() {
+			pages, pageSize = st.ColumnInt64(0), st.ColumnInt64(1)
+		}
+		st.Close()
+	}
+	kib := pages*pageSize/1024*2 + 4096
+	if err := c.conn.Exec(fmt.Sprintf(`PRAGMA cache_size = -%d`, kib)); err != nil {
+		return err
+	}
+	err := c.conn.EnableChecksums("main")
+	if rerr := c.conn.Exec(`PRAGMA cache_size = -2000`); err == nil {
+		err = rerr
+	}
+	return err
 }
