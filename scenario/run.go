@@ -67,6 +67,10 @@ type Result struct {
 // TraceLines are the canonical event texts, when Options.KeepTraceLines was set.
 func (r *Result) TraceLines() []string { return r.traceLines }
 
+// Compact drops what a result keeps for reports (event texts, the checked histories) once they
+// were compared and written: they are most of a result's memory.
+func (r *Result) Compact() { r.traceLines, r.lin, r.catLin, r.annotate = nil, nil, nil, nil }
+
 // FirstFailure is the first checker that did not hold, or nil.
 func (r *Result) FirstFailure() *CheckerResult {
 	for i := range r.Checkers {
@@ -113,6 +117,7 @@ func Run(sc Scenario, o Options) Result {
 		r.s.Trace().Flush()
 	}
 	r.judge(&res, o, completedAtChaos)
+	r.s.Shutdown() // release the nodes' SQLite connections and VFS registrations
 	res.WallSeconds = time.Since(start).Seconds()
 	return res
 }

@@ -190,3 +190,15 @@ func (e *env) Observe(o node.Observation) {
 		e.s.hooks.Observed(e.s.now, e.p.addr, o)
 	}
 }
+
+// Shutdown ends the simulation for good: every live node that is an io.Closer is closed, as a
+// process's files are released when it exits. Call it once the run has been judged; the Sim
+// must not run again.
+func (s *Sim) Shutdown() {
+	for _, p := range s.order {
+		if c, ok := p.node.(io.Closer); ok && p.up {
+			c.Close()
+		}
+	}
+	s.stopped = true
+}

@@ -200,6 +200,7 @@ func runOne(sc scenario.Scenario, f runFlags) outcome {
 			o.err = fmt.Errorf("the run failed, and its report could not be written: %w", err)
 		}
 	}
+	o.res.Compact()
 	return o
 }
 
