@@ -139,8 +139,9 @@ type HubRequest struct {
 	Fault string `json:"fault,omitempty"`
 	// BytesSent counts the body bytes sent.
 	BytesSent int64 `json:"bytes_sent,omitempty"`
-	// End is how an answered exchange ended: complete, reset, cancelled, replaced (a new
-	// request with the same client and ReqID), hub restarted; empty while open or for errors.
+	// End is how a GET with a body ended (possibly before its answer was sent): complete,
+	// reset, cancelled, replaced (a new request with the same client and ReqID), hub
+	// restarted; empty while open, for HEADs and for error answers.
 	End string `json:"end,omitempty"`
 }
 
@@ -652,7 +653,7 @@ func (h *Hub) close(ex *hubExchange, end string) {
 	if ex.entry != nil {
 		h.openGets[ex.entry.file.Path()]--
 	}
-	if ex.answered && ex.entry != nil {
+	if ex.entry != nil {
 		h.log[ex.logIdx].End = end
 	}
 }
