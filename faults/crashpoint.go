@@ -50,11 +50,7 @@ func (powerFailAtWrite) check(t Topology, f Fault) error {
 		valueIn(f, 1, maxCrashWrite, "(the k-th write from the start)")); err != nil {
 		return err
 	}
-	m := t.machine(f.Targets[0])
-	if c := t.clientOn(m); c != "" {
-		return fmt.Errorf("targets[0]: machine %q of %q also runs client %q, and faults never crash clients", m, f.Targets[0], c)
-	}
-	return nil
+	return checkNoClientOn(t, f)
 }
 
 // apply arms the machine's disk. When the k-th write springs the trap (from inside a node's

@@ -69,11 +69,7 @@ func (powerFail) check(t Topology, f Fault) error {
 	if err := checkServer(t, f); err != nil {
 		return err
 	}
-	m := t.machine(f.Targets[0])
-	if c := t.clientOn(m); c != "" {
-		return fmt.Errorf("targets[0]: machine %q of %q also runs client %q, and faults never crash clients", m, f.Targets[0], c)
-	}
-	return nil
+	return checkNoClientOn(t, f)
 }
 
 // apply powers the machine off. sim has no way to list a machine's processes, so the processes
@@ -143,3 +139,13 @@ func (pause) apply(st *state, f Fault) func() {
 }
 func (pause) lasting() bool           { return true }
 func (pause) describe(f Fault) string { return joinAddrs(f.Targets, " ") }
+
+// checkNoClientOn refuses a power fault on a machine that runs a client: faults never crash
+// clients, which record the history.
+func checkNoClientOn(t Topology, f Fault) error {
+	m := t.machine(f.Targets[0])
+	if c := t.clientOn(m); c != "" {
+		return fmt.Errorf("targets[0]: machine %q of %q also runs client %q, and faults never crash clients", m, f.Targets[0], c)
+	}
+	return nil
+}
