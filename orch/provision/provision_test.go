@@ -347,3 +347,70 @@ func TestBandwidthLimitClosesAndResumes(t *testing.T) {
 	r.advance(1)
 	r.expectGet(2000)
 }
+
+func TestFileChangedOnHubStartsOver(t *testing.T) {
+	r := newRig(t, "hive-a", nil, testConfig())
+	f, _ := r.disk().Open(r.path+partialSuffix, true)
+	f.WriteAt(modelData[:2500], 0)
+	r.p.Request(r.env, modelReq)
+	r.answerHead()
+	g := r.expectGet(2500)
+	r.deliver(api.HubResp{ReqID: g.ReqID, Status: 206, SHA256: strings.Repeat("0", 64), Size: modelSize, Offset: 2500})
+	if m, ok := r.next().(api.HubCancel); !ok || m.ReqID != g.ReqID {
+		t.Fatalf("want HubCancel, got %+v", m)
+	}
+	r.advance(r.backoffMax(1))
+	r.answerHead()
+	r.serve(r.expectGet(0), 206, modelData, modelSize, "")
+	r.wantModel(r.done())
+}
+
+func TestRangeNotSatisfiableStartsOver(t *testing.T) {
+	r := newRig(t, "hive-a", nil, testConfig())
+	f, _ := r.disk().Open(r.path+partialSuffix, true)
+	f.WriteAt(modelData[:2500], 0)
+	r.p.Request(r.env, modelReq)
+	r.answerHead()
+	g := r.expectGet(2500)
+	r.deliver(api.HubResp{ReqID: g.ReqID, Status: 416})
+	r.advance(r.backoffMax(1))
+	r.answerHead()
+	r.serve(r.expectGet(0), 206, modelData, modelSize, "")
+	r.wantModel(r.done())
+}
+
+func TestHandleClaimsOnlyItsMessages(t *testing.T) {
+	r := newRig(t, "hive-a", nil, testConfig())
+	if r.p.Handle(r.env, "queen", api.HubResp{ReqID: 1, Status: 200}) {
+		t.Fatal("claimed a HubResp from a node that is not the hub")
+	}
+	if r.p.Handle(r.env, r.cfg.Hub, Done{}) {
+		t.Fatal("claimed a message that is not the provisioner's")
+	}
+	// Answers to requests it never made (or closed) are claimed and dropped.
+	r.deliver(api.HubChunk{ReqID: 99, Data: []byte("x")})
+	r.deliver(api.HubEnd{ReqID: 99})
+	r.noHub()
+	r.noDone()
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	bad := []func(*Config){
+		func(c *Config) { c.Hub = "" },
+		func(c *Config) { c.LeaseRenew = c.LeaseTTL },
+		func(c *Config) { c.BackoffBase = 2 * c.BackoffMax },
+		func(c *Config) { c.RetryAttemptsMax = 0 },
+		func(c *Config) { c.BandwidthBytesPerSec, c.BurstBytes = 1, 0 },
+		func(c *Config) { c.ChunkTimeout = 0 },
+	}
+	for i, f := range bad {
+		c := DefaultConfig()
+		f(&c)
+		if c.Validate() == nil {
+			t.Errorf("case %d: invalid config accepted", i)
+		}
+	}
+}
