@@ -51,6 +51,13 @@ var catalogue = []kind{
 	pause{}, powerFail{}, powerFailAtWrite{}, workerHang{},
 }
 
+func init() {
+	for _, k := range hubKinds {
+		catalogue = append(catalogue, k)
+	}
+	slices.SortFunc(catalogue, func(a, b kind) int { return strings.Compare(a.Name(), b.Name()) })
+}
+
 // Catalogue returns every kind of fault, sorted by name.
 func Catalogue() []Kind {
 	out := make([]Kind, len(catalogue))

@@ -12,6 +12,8 @@ import (
 
 // Topology is what faults may target.
 type Topology struct {
+	// Hub is the simulated model hub (sim.Hub), if the run has one; hub faults target it.
+	Hub     node.Addr   `json:"hub,omitempty"`
 	Queens  []node.Addr `json:"queens"`
 	Hives   []node.Addr `json:"hives"`
 	Clients []node.Addr `json:"clients"`

@@ -76,6 +76,7 @@ const linkLatency = time.Millisecond
 // disk faults may target two files of hive-1.
 func testTopology() Topology {
 	return Topology{
+		Hub:      "hub",
 		Queens:   []node.Addr{"queen-1"},
 		Hives:    []node.Addr{"hive-1", "hive-2"},
 		Clients:  []node.Addr{"client-1"},

@@ -16,6 +16,7 @@ import (
 var allKinds = []string{
 	"clock-drift", "clock-jump", "clock-skew", "crash-restart", "device-fault",
 	"disk-clobber-header", "disk-flip", "disk-fsync-fail", "disk-full", "disk-slow", "disk-truncate",
+	"hub-5xx", "hub-corrupt", "hub-hang", "hub-ignore-range", "hub-rate-limit", "hub-reset",
 	"net-delay", "net-duplicate", "net-loss", "net-reorder",
 	"partition-isolate", "partition-oneway", "partition-split", "partition-symmetric",
 	"pause", "power-fail", "power-fail-at-write", "worker-hang",
@@ -52,7 +53,8 @@ func TestEveryKindDrawsValidFaultsThatHeal(t *testing.T) {
 				t.Fatalf("%s drew an invalid fault %+v: %v", k.Name(), f, err)
 			}
 			lasting := mustLookup(k.Name()).lasting()
-			forLater := k.Name() == "worker-hang" || k.Name() == "power-fail-at-write" // For starts later
+			// For starts later (a hang, a crash point) or is not a duration of the fault (a 429's Retry-After).
+			forLater := k.Name() == "worker-hang" || k.Name() == "power-fail-at-write" || k.Name() == "hub-rate-limit" || k.Name() == "hub-reset"
 			if f.Kind != k.Name() || f.At != time.Second || f.For > maxFor || (!lasting && !forLater && f.For != 0) {
 				t.Fatalf("%s drew %+v", k.Name(), f)
 			}

@@ -17,8 +17,9 @@ import (
 type CatalogCall struct {
 	Client  node.Addr
 	Machine string
-	// Req is api.CatalogRegisterReq, api.CatalogGetReq, or a machine-wide api.CatalogCleanupReq
-	// or api.CatalogRestoreReq; nil for a rebuild.
+	// Req is api.CatalogRegisterReq, api.ModelDownloadReq (which registers what it downloads),
+	// api.CatalogGetReq, or a machine-wide api.CatalogCleanupReq or api.CatalogRestoreReq; nil
+	// for a rebuild.
 	Req node.Msg
 	// Rebuilt is set for a rebuild: every model of the machine's catalog may have changed.
 	Rebuilt bool
@@ -66,7 +67,7 @@ func (h *CatalogHistory) clientID(a node.Addr) int {
 // machine.
 func (h *CatalogHistory) Invoke(client node.Addr, machine string, req node.Msg, reqID uint64, at int64) {
 	switch req.(type) {
-	case api.CatalogRegisterReq, api.CatalogGetReq, api.CatalogCleanupReq, api.CatalogRestoreReq:
+	case api.CatalogRegisterReq, api.CatalogGetReq, api.CatalogCleanupReq, api.CatalogRestoreReq, api.ModelDownloadReq:
 	default:
 		return
 	}
@@ -122,6 +123,8 @@ func catalogKey(c CatalogCall) string {
 		return c.Machine + "|" + r.Provider + ":" + r.Reference
 	case api.CatalogGetReq:
 		return c.Machine + "|" + r.ID
+	case api.ModelDownloadReq:
+		return c.Machine + "|" + r.Provider + ":" + r.Reference()
 	}
 	return ""
 }
@@ -206,7 +209,8 @@ func stepCatalog(s catalogState, c CatalogCall, r CatalogReturn) []any {
 		return []any{catalogState{}}
 	}
 	switch c.Req.(type) {
-	case api.CatalogRegisterReq:
+	case api.CatalogRegisterReq, api.ModelDownloadReq:
+		// A download that succeeds registers the file: the same as a registration.
 		return stepRegisterModel(s, r)
 	case api.CatalogGetReq:
 		return stepGetModel(s, r)

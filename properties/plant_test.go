@@ -24,6 +24,10 @@ var plantCases = []struct {
 	{"catalog-no-dedupe", "catalog/concurrent-registration", 10},
 	{"catalog-delete-corrupt", "catalog/corruption-recovery", 10},
 	{"catalog-ack-before-commit", "catalog/disk-faults", 60},
+	{"provisioner-double-download", "provisioner/single-flight", 10},
+	{"provisioner-ignore-retry-after", "provisioner/rate-limit-429", 10},
+	{"provisioner-resume-wrong-offset", "provisioner/resume", 30},
+	{"provisioner-skip-checksum", "provisioner/gguf-validation", 10},
 }
 
 // TestPlantedBugsAreCaughtAndReplay proves the checkers bite: with each plant switched on, some

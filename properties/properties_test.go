@@ -162,6 +162,18 @@ func TestCatalogSchemaMigration(t *testing.T) { checkScenario(t, "catalog/schema
 // TestCatalogDiskFaults covers catalog/disk-faults.
 func TestCatalogDiskFaults(t *testing.T) { checkScenario(t, "catalog/disk-faults") }
 
+// TestProvisionerSingleFlight covers provisioner/single-flight.
+func TestProvisionerSingleFlight(t *testing.T) { checkScenario(t, "provisioner/single-flight") }
+
+// TestProvisionerResume covers provisioner/resume.
+func TestProvisionerResume(t *testing.T) { checkScenario(t, "provisioner/resume") }
+
+// TestProvisionerRateLimit429 covers provisioner/rate-limit-429.
+func TestProvisionerRateLimit429(t *testing.T) { checkScenario(t, "provisioner/rate-limit-429") }
+
+// TestProvisionerGGUFValidation covers provisioner/gguf-validation.
+func TestProvisionerGGUFValidation(t *testing.T) { checkScenario(t, "provisioner/gguf-validation") }
+
 // TestDeterminism: the same scenario twice gives the same trace hash; another seed another.
 func TestDeterminism(t *testing.T) {
 	for _, e := range scenario.Catalogue() {

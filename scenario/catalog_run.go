@@ -251,7 +251,7 @@ func (m *catalogMonitor) answer(at time.Duration, machine string, to node.Addr, 
 		m.listed(at, to, req, r)
 	}
 	m.maintained(at, machine, rk, r)
-	if !r.Err.OK() || r.Op != (api.CatalogRegisterReq{}).MsgName() {
+	if !r.Err.OK() || r.Op != (api.CatalogRegisterReq{}).MsgName() && r.Op != (api.ModelDownloadReq{}).MsgName() {
 		return
 	}
 	key := machine + "|" + r.Model.ID
@@ -404,6 +404,9 @@ func (r *run) providers() []string {
 	set := map[string]bool{}
 	for _, m := range r.sc.Models {
 		set[m.Provider] = true
+	}
+	for _, c := range r.sc.CatalogClients {
+		set[c.Client.Provider] = true
 	}
 	return sortedKeys(set)
 }

@@ -64,6 +64,7 @@ func Catalogue() []Entry {
 			ensure: ensureQueenCrash},
 	}
 	entries = append(entries, catalogEntries()...)
+	entries = append(entries, provisionEntries()...)
 	sort.Slice(entries, func(i, j int) bool { return entries[i].ID < entries[j].ID })
 	return entries
 }
@@ -156,6 +157,12 @@ func defaultNetwork() sim.LinkConfig {
 func faultOf(kind string, at time.Duration, sc *Scenario) faults.Fault {
 	f := faults.Fault{Kind: kind, At: at, Targets: []node.Addr{sc.Hives[0].Addr}}
 	switch kind {
+	case "hub-reset":
+		f.Targets, f.Value, f.For = []node.Addr{HubAddr}, 100<<10, 30*time.Second
+	case "hub-rate-limit":
+		f.Targets, f.Value, f.For = []node.Addr{HubAddr}, 2, 7*time.Second
+	case "hub-corrupt":
+		f.Targets, f.Value = []node.Addr{HubAddr}, 1
 	case "crash-restart":
 		f.For = 5 * time.Second
 	case "disk-flip", "disk-truncate":

@@ -16,6 +16,7 @@ import (
 	"github.com/rbee-sim/rbee-sim/orch/keeper"
 	"github.com/rbee-sim/rbee-sim/orch/node"
 	"github.com/rbee-sim/rbee-sim/orch/plant"
+	"github.com/rbee-sim/rbee-sim/orch/provision"
 	"github.com/rbee-sim/rbee-sim/orch/queen"
 	"github.com/rbee-sim/rbee-sim/sim"
 )
@@ -94,6 +95,10 @@ type run struct {
 	catHist *model.CatalogHistory
 	catMon  *catalogMonitor
 	catCli  map[node.Addr]bool
+	hub     *sim.Hub
+	// pendingAtChaos are the catalog clients' requests in flight when the faults stopped.
+	pendingAtChaos map[reqKey]bool
+	hubMon         hubMonitor
 }
 
 // Run runs a valid scenario and judges it.
@@ -102,6 +107,7 @@ func Run(sc Scenario, o Options) Result {
 	r := newRun(sc, o)
 	r.s.Run(sc.Chaos)
 	r.healAll()
+	r.notePending()
 	completedAtChaos := r.completed()
 	r.s.Run(sc.Chaos + sc.Settle)
 	res := Result{Scenario: sc.ID, Seed: sc.Seed, Events: r.s.Trace().Events(),
@@ -112,6 +118,9 @@ func Run(sc Scenario, o Options) Result {
 	}
 	if r.catMon.raced > 0 {
 		res.Marks[markRaced] = r.catMon.raced
+	}
+	if r.hub != nil {
+		r.markHubFaults()
 	}
 	if o.Trace != nil {
 		r.s.Trace().Flush()
@@ -139,10 +148,19 @@ func newRun(sc Scenario, o Options) *run {
 	r.inj = faults.NewInjector(r.s, sc.Topology())
 	r.inj.Schedule(sc.Faults)
 	r.writeModelFiles()
+	if sc.Hub != nil {
+		r.hub = sim.NewHub(*sc.Hub)
+		r.s.Add(HubAddr, string(HubAddr), 0, func() node.Node { return r.hub })
+	}
 	for _, h := range sc.Hives {
 		hcfg := hive.DefaultConfig(sc.Queen.Addr)
 		hcfg.Workers = h.Workers
 		hcfg.Catalog, hcfg.CatalogBusyTimeout, hcfg.Plants = h.Catalog, -1, plant.NewSet(sc.Plants...)
+		if sc.Hub != nil && h.Catalog {
+			pcfg := provision.DefaultConfig()
+			pcfg.Hub, pcfg.Plants = HubAddr, plant.NewSet(sc.Plants...)
+			hcfg.Provision = &pcfg
+		}
 		machine := h.Machine
 		if machine == "" {
 			machine = string(h.Addr)
@@ -164,6 +182,7 @@ func newRun(sc Scenario, o Options) *run {
 			func() node.Node { return keeper.NewCatalogClient(ccfg) })
 	}
 	r.mon = newMonitors(sc, r.s)
+	r.hubMon.s = r.s
 	r.s.SetHooks(sim.Hooks{Sent: r.sent, Delivered: r.delivered, Observed: r.observed, AfterEvent: r.mon.afterEvent})
 	return r
 }
@@ -176,6 +195,9 @@ func (r *run) sent(at time.Duration, from, to node.Addr, m node.Msg) {
 	}
 	if resp, ok := m.(api.RegistryResp); ok && from == r.queen {
 		r.mon.response(at, to, resp)
+	}
+	if to == HubAddr {
+		r.hubMon.sent(at, from, m)
 	}
 	if r.catCli[from] && r.hives[to] {
 		switch req := m.(type) {
@@ -191,6 +213,9 @@ func (r *run) sent(at time.Duration, from, to node.Addr, m node.Msg) {
 			r.catMon.sentMaintenance(at, reqKey{from, req.ReqID}, req.MsgName(), req.Name)
 		case api.CatalogBackupReq:
 			r.catMon.sentMaintenance(at, reqKey{from, req.ReqID}, req.MsgName(), req.Name)
+		case api.ModelDownloadReq:
+			r.catHist.Invoke(from, r.machineOf(to), req, req.ReqID, int64(at))
+			r.catMon.invoke(from, r.machineOf(to), api.CatalogRegisterReq{ReqID: req.ReqID, Provider: req.Provider, Reference: req.Reference()})
 		case api.CatalogListReq:
 			r.catMon.sentList(reqKey{from, req.ReqID}, req)
 		}
@@ -201,6 +226,12 @@ func (r *run) sent(at time.Duration, from, to node.Addr, m node.Msg) {
 func (r *run) delivered(at time.Duration, from, to node.Addr, m node.Msg) {
 	if resp, ok := m.(api.RegistryResp); ok && from == r.queen {
 		r.hist.Return(to, resp, int64(at))
+	}
+	if resp, ok := m.(api.HubResp); ok && from == HubAddr {
+		r.hubMon.answered(at, to, resp)
+	}
+	if end, ok := m.(api.HubEnd); ok && from == HubAddr {
+		r.hubMon.closed(reqKey{to, end.ReqID})
 	}
 	if resp, ok := m.(api.CatalogResp); ok && r.catCli[to] && r.hives[from] {
 		r.catHist.Return(to, resp, int64(at))
@@ -260,6 +291,11 @@ func (r *run) judge(res *Result, o Options, completedAtChaos int) {
 	}
 	if len(r.sc.CatalogClients) > 0 {
 		for _, c := range r.checkCatalogs(res, o) {
+			add(c)
+		}
+	}
+	if r.hub != nil {
+		for _, c := range r.checkDownloads() {
 			add(c)
 		}
 	}

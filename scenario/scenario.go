@@ -42,12 +42,17 @@ type Scenario struct {
 	Models []ModelFile `json:"models,omitempty"`
 	// CatalogClients register and look up models in the hives' catalogs.
 	CatalogClients []CatalogClientSpec `json:"catalog_clients,omitempty"`
+	// Hub, when set, is a simulated model hub at address "hub" that hives download from.
+	Hub *sim.HubConfig `json:"hub,omitempty"`
 	// Plants are planted bugs to switch on (needs a -tags plant build).
 	Plants []string `json:"plants,omitempty"`
 	// Require lists coverage marks the run must reach; a run that misses one is invalid: it
 	// did not test what it claims to.
 	Require []string `json:"require,omitempty"`
 }
+
+// HubAddr is the address of the simulated model hub.
+const HubAddr node.Addr = "hub"
 
 // QueenSpec places and configures the queen.
 type QueenSpec struct {
@@ -112,6 +117,11 @@ func (sc Scenario) Validate() error {
 			add("models[%d]: needs a machine, provider, reference and a payload that is a positive multiple of 4 bytes", i)
 		}
 	}
+	if sc.Hub != nil {
+		if err := sc.Hub.Validate(); err != nil {
+			add("hub: %v", err)
+		}
+	}
 	if err := sc.Network.Validate(); err != nil {
 		add("network: %v", err)
 	}
@@ -153,6 +163,9 @@ func (sc Scenario) Topology() faults.Topology {
 	}
 	for _, c := range sc.CatalogClients {
 		t.Clients = append(t.Clients, c.Addr)
+	}
+	if sc.Hub != nil {
+		t.Hub = HubAddr
 	}
 	return t
 }

@@ -126,3 +126,22 @@ type CatalogRebuilt struct {
 
 // ObservationName implements node.Observation.
 func (CatalogRebuilt) ObservationName() string { return "catalog.rebuilt" }
+
+// ModelDownloadReq asks a hive to download a model file from the hub and register it in its
+// machine's catalog. The hive answers with one CatalogResp (Op "model.download": Inserted and
+// Model as for a registration, or an error such as DOWNLOAD_FAILED) and, while the download
+// runs, progress messages. Repeats of the same request (same sender and ReqID) join the same
+// download.
+type ModelDownloadReq struct {
+	ReqID    uint64 `json:"req_id"`
+	Provider string `json:"provider"`
+	Repo     string `json:"repo"`
+	Revision string `json:"revision,omitempty"`
+	File     string `json:"file"`
+}
+
+// MsgName implements node.Msg.
+func (ModelDownloadReq) MsgName() string { return "model.download" }
+
+// Reference is the catalog reference of the downloaded file: repo/file.
+func (r ModelDownloadReq) Reference() string { return r.Repo + "/" + r.File }

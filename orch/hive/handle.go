@@ -5,11 +5,25 @@ import (
 
 	"github.com/rbee-sim/rbee-sim/orch/api"
 	"github.com/rbee-sim/rbee-sim/orch/node"
+	"github.com/rbee-sim/rbee-sim/orch/provision"
 )
 
 // Handle implements node.Node.
 func (h *Hive) Handle(env node.Env, from node.Addr, m node.Msg) {
+	if h.downloads.prov != nil && h.downloads.prov.Handle(env, from, m) {
+		return
+	}
 	switch m := m.(type) {
+	case api.ModelDownloadReq:
+		h.handleDownload(env, from, m)
+	case provision.Progress:
+		if from == env.Self() {
+			h.downloadProgress(env, m)
+		}
+	case provision.Done:
+		if from == env.Self() {
+			h.downloadDone(env, m)
+		}
 	case heartbeatTick:
 		h.handleHeartbeatTick(env)
 	case retryTick:

@@ -18,6 +18,7 @@ import (
 	"github.com/rbee-sim/rbee-sim/orch/api"
 	"github.com/rbee-sim/rbee-sim/orch/node"
 	"github.com/rbee-sim/rbee-sim/orch/plant"
+	"github.com/rbee-sim/rbee-sim/orch/provision"
 )
 
 // Config configures a hive.
@@ -50,6 +51,9 @@ type Config struct {
 	CatalogBusyTimeout time.Duration
 	// Plants are planted bugs to switch on (only in -tags plant builds).
 	Plants plant.Set
+	// Provision, when set, makes the hive download models from the hub it names (needs
+	// Catalog: downloaded files are registered there). Nil means no downloads.
+	Provision *provision.Config
 }
 
 // DefaultConfig returns a config with every default set and no workers.
@@ -141,17 +145,18 @@ type use struct {
 
 // Hive is one rbee-hive process.
 type Hive struct {
-	cfg      Config
-	workers  []*worker // sorted by ID
-	byID     map[string]*worker
-	nextInc  uint64
-	reqBase  uint64
-	reqN     uint64
-	epoch    uint64
-	inflight map[uint64]*worker // outstanding registry request ID -> its worker
-	uses     map[useKey]*use
-	finished []useKey // finished uses, oldest first, for eviction
-	catalog  catalogState
+	cfg       Config
+	workers   []*worker // sorted by ID
+	byID      map[string]*worker
+	nextInc   uint64
+	reqBase   uint64
+	reqN      uint64
+	epoch     uint64
+	inflight  map[uint64]*worker // outstanding registry request ID -> its worker
+	uses      map[useKey]*use
+	finished  []useKey // finished uses, oldest first, for eviction
+	catalog   catalogState
+	downloads downloadState
 }
 
 // New returns a hive. It panics on an invalid config: validate at the edge.
@@ -184,6 +189,7 @@ func (h *Hive) Start(env node.Env) {
 	env.After(h.cfg.HeartbeatInterval, heartbeatTick{})
 	env.After(h.cfg.RetryInterval, retryTick{})
 	h.openCatalog(env) // a failure is logged; catalog requests retry the open
+	h.startDownloads(env)
 }
 
 func (h *Hive) incFile(env node.Env) string { return "hive/" + string(env.Self()) + "/incarnation" }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/rbee-sim/rbee-sim/orch/api"
 	"github.com/rbee-sim/rbee-sim/orch/node"
+	"github.com/rbee-sim/rbee-sim/orch/provision"
 )
 
 // CatalogConfig configures a catalog client: a keeper that registers and looks up models in
@@ -33,9 +34,21 @@ type CatalogConfig struct {
 	// provider, page by page (PageSize models a page; zero means 100).
 	ScanPercent int `json:"scan_percent,omitempty"`
 	PageSize    int `json:"page_size,omitempty"`
+	// Downloads are model files on the hub the client asks hives to download, and
+	// DownloadPercent the share of operations, 0 to 100, that do (broadcast like
+	// registrations).
+	Downloads       []DownloadSpec `json:"downloads,omitempty"`
+	DownloadPercent int            `json:"download_percent,omitempty"`
 	// Script lists maintenance steps (cleanup, backup, restore) the client sends to the first
 	// hive at fixed times, as an operator would.
 	Script []CatalogStep `json:"script,omitempty"`
+}
+
+// DownloadSpec names a model file on the hub.
+type DownloadSpec struct {
+	Repo     string `json:"repo"`
+	Revision string `json:"revision,omitempty"`
+	File     string `json:"file"`
 }
 
 // CatalogStep is one scripted maintenance request.
@@ -61,6 +74,9 @@ func (c CatalogConfig) Validate() error {
 	}
 	if c.RegisterPercent < 0 || c.RegisterPercent > 100 || c.ScanPercent < 0 || c.ScanPercent > 100 {
 		errs = append(errs, fmt.Sprintf("register_percent %d and scan_percent %d must be within 0..100", c.RegisterPercent, c.ScanPercent))
+	}
+	if c.DownloadPercent < 0 || c.DownloadPercent > 100 || c.DownloadPercent > 0 && len(c.Downloads) == 0 {
+		errs = append(errs, fmt.Sprintf("download_percent %d needs downloads and must be within 0..100", c.DownloadPercent))
 	}
 	if c.PageSize < 0 {
 		errs = append(errs, "page_size must not be negative")
@@ -92,6 +108,8 @@ type CatalogStats struct {
 	Errors     int // answers with an error
 	Scans      int // full scans completed
 	Steps      int // scripted maintenance steps answered
+	Downloads  int // downloads answered (registered or failed)
+	Progress   int // download progress messages received
 }
 
 type catalogThink struct{}
@@ -170,6 +188,8 @@ func (c *CatalogClient) Handle(env node.Env, from node.Addr, m node.Msg) {
 		}
 	case api.CatalogResp:
 		c.answered(env, from, m)
+	case provision.Progress:
+		c.stats.Progress++
 	}
 }
 
@@ -194,6 +214,10 @@ func (c *CatalogClient) next(env node.Env) {
 	if c.cfg.Operations > 0 && c.done >= c.cfg.Operations {
 		return
 	}
+	if c.cfg.DownloadPercent > 0 && env.Rand().IntN(100) < c.cfg.DownloadPercent {
+		c.download(env)
+		return
+	}
 	if c.cfg.ScanPercent > 0 && env.Rand().IntN(100) < c.cfg.ScanPercent {
 		c.scanPage(env, c.cfg.Hives[env.Rand().IntN(len(c.cfg.Hives))], "")
 		return
@@ -214,6 +238,20 @@ func (c *CatalogClient) next(env node.Env) {
 				return api.CatalogGetReq{ReqID: id, ID: c.cfg.Provider + ":" + ref}
 			})
 		}
+	}
+}
+
+// download asks one hive (or, broadcast, every hive) to download a model file.
+func (c *CatalogClient) download(env node.Env) {
+	spec := c.cfg.Downloads[env.Rand().IntN(len(c.cfg.Downloads))]
+	hives := c.cfg.Hives
+	if !c.cfg.Broadcast {
+		hives = []node.Addr{hives[env.Rand().IntN(len(hives))]}
+	}
+	for _, h := range hives {
+		c.send(env, h, func(id uint64) node.Msg {
+			return api.ModelDownloadReq{ReqID: id, Provider: c.cfg.Provider, Repo: spec.Repo, Revision: spec.Revision, File: spec.File}
+		})
 	}
 }
 
@@ -272,6 +310,9 @@ func (c *CatalogClient) answered(env node.Env, from node.Addr, r api.CatalogResp
 		}
 	}
 	c.stats.Operations++
+	if _, ok := w.msg.(api.ModelDownloadReq); ok {
+		c.stats.Downloads++
+	}
 	switch {
 	case !r.Err.OK():
 		c.stats.Errors++
@@ -285,3 +326,9 @@ func (c *CatalogClient) answered(env node.Env, from node.Addr, r api.CatalogResp
 		env.After(c.think(env), catalogThink{})
 	}
 }
+
+// Pending is how many requests of the client's workload wait for an answer.
+func (c *CatalogClient) Pending() int { return len(c.waiting) }
+
+// PendingIDs are the request IDs of the workload waiting for an answer, sorted.
+func (c *CatalogClient) PendingIDs() []uint64 { return sortedIDs(c.waiting) }

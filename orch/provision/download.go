@@ -111,7 +111,22 @@ func (p *Provisioner) wake(env node.Env, d *download) {
 	}
 }
 
+// gated holds a request back while a Retry-After the hub gave is running: a 429 is for the
+// client, not for one download. It reports whether it held the request back.
+func (p *Provisioner) gated(env node.Env, d *download) bool {
+	wait := p.hubNotBefore.Sub(env.Now())
+	if wait <= 0 {
+		return false
+	}
+	d.phase = phaseWait
+	p.setTimer(env, d, kindWake, wait)
+	return true
+}
+
 func (p *Provisioner) sendHead(env node.Env, d *download) {
+	if p.gated(env, d) {
+		return
+	}
 	d.phase = phaseHead
 	id := p.newReq(env, d)
 	env.Send(p.cfg.Hub, api.HubHeadReq{ReqID: id, Repo: d.req.Repo, Revision: d.req.Revision,
@@ -124,9 +139,15 @@ func (p *Provisioner) sendGet(env node.Env, d *download) {
 		p.finish(env, d)
 		return
 	}
+	if p.gated(env, d) {
+		return
+	}
 	start := d.pos
 	if start > 0 && p.cfg.Plants.Has(PlantResumeWrongOffset) {
 		start++
+	}
+	if start > 0 {
+		env.Observe(node.Mark("download resumed"))
 	}
 	d.phase = phaseGet
 	id := p.newReq(env, d)

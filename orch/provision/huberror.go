@@ -19,6 +19,9 @@ func (p *Provisioner) hubError(env node.Env, d *download, m api.HubResp) {
 		if p.cfg.Plants.Has(PlantIgnoreRetryAfter) {
 			after = 0
 		}
+		if until := env.Now().Add(after); until.After(p.hubNotBefore) {
+			p.hubNotBefore = until
+		}
 		p.retry(env, d, why, after)
 	case m.Status >= 500:
 		p.retry(env, d, why, 0)

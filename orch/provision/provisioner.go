@@ -18,6 +18,9 @@ type Provisioner struct {
 	downloads map[string]*download // by ID (the model path); looked up, never iterated
 	byReq     map[uint64]*download // by open hub request ID
 	bucket    bucket               // the bandwidth limit, shared by all downloads
+	// hubNotBefore is the latest Retry-After deadline the hub gave (by this machine's clock):
+	// a 429 applies to the client, not to one download, so no download asks before it.
+	hubNotBefore time.Time
 }
 
 // New returns a provisioner. It panics if cfg is invalid: check it with Validate first.

@@ -1,0 +1,82 @@
+package faults
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/rbee-sim/rbee-sim/orch/node"
+	"github.com/rbee-sim/rbee-sim/sim"
+)
+
+// hubFault is a fault of the simulated model hub: the next Value requests (or, for resets,
+// every download after Value bytes) misbehave. Each is instant: the hub counts the requests
+// down itself. They do nothing when the hub is down.
+type hubFault struct {
+	name, doc string
+	// valueMax bounds Value; withFor says For is used (the Retry-After of a 429).
+	valueMax int64
+	withFor  bool
+	set      func(h *sim.Hub, f Fault)
+	// unset, when set, makes the fault last For and ends it (resets stop after their For).
+	unset func(h *sim.Hub)
+}
+
+// hubKinds are the hub's faults, in catalogue order.
+var hubKinds = []hubFault{
+	{name: "hub-5xx", valueMax: 20, doc: "Targets [hub]: the next Value requests get 503 (a transient server error; clients retry with backoff).",
+		set: func(h *sim.Hub, f Fault) { h.ServerErrorNext(int(f.Value), 503) }},
+	{name: "hub-corrupt", valueMax: 5, doc: "Targets [hub]: the next Value downloads carry one flipped byte (the sha256 check must catch it).",
+		set: func(h *sim.Hub, f Fault) { h.CorruptNext(int(f.Value)) }},
+	{name: "hub-hang", valueMax: 5, doc: "Targets [hub]: the next Value requests are never answered (clients must time out).",
+		set: func(h *sim.Hub, f Fault) { h.HangNext(int(f.Value)) }},
+	{name: "hub-ignore-range", valueMax: 5, doc: "Targets [hub]: the next Value ranged GETs are answered 200 with the whole file (the client must start over).",
+		set: func(h *sim.Hub, f Fault) { h.IgnoreRangeNext(int(f.Value)) }},
+	{name: "hub-rate-limit", valueMax: 20, withFor: true, doc: "Targets [hub]: the next Value requests get 429 with Retry-After For (whole seconds); no client may ask again before it passes.",
+		set: func(h *sim.Hub, f Fault) { h.RateLimitNext(int(f.Value), f.For) }},
+	{name: "hub-reset", valueMax: 1 << 20, withFor: true, doc: "Targets [hub]: for For, every download, running or next, is reset after sending Value more bytes (dropped connections; clients resume with Range).",
+		set: func(h *sim.Hub, f Fault) { h.ResetAfter(f.Value) }, unset: func(h *sim.Hub) { h.ResetAfter(0) }},
+}
+
+func (k hubFault) Name() string                           { return k.name }
+func (k hubFault) Doc() string                            { return k.doc }
+func (k hubFault) Available(t Topology) bool              { return t.Hub != "" }
+func (k hubFault) lasting() bool                          { return false }
+func (k hubFault) describe(f Fault) string                { return fmt.Sprintf("%s value %d", one(f), f.Value) }
+func (k hubFault) Inject(s *sim.Sim, t Topology, f Fault) { injectAlone(k, s, t, f) }
+
+func (k hubFault) Draw(rng *rand.Rand, t Topology, at, maxFor time.Duration) Fault {
+	mustAvailable(k, t)
+	f := Fault{Kind: k.name, At: at, Targets: []node.Addr{t.Hub}, Value: 1 + rng.Int64N(min(k.valueMax, 5))}
+	if k.name == "hub-reset" {
+		f.Value = 1024 + rng.Int64N(64*1024)
+	}
+	if k.withFor {
+		f.For = time.Duration(1+rng.Int64N(int64(max(1, min(maxFor, 30*time.Second)/time.Second)))) * time.Second
+	}
+	return f
+}
+
+func (k hubFault) check(t Topology, f Fault) error {
+	used := fTargets | fValue
+	if k.withFor {
+		used |= fFor
+	}
+	return firstErr(unused(f, used), targets(f, 1, role{"hub", func(a node.Addr) bool { return t.Hub != "" && a == t.Hub }}),
+		valueIn(f, 1, k.valueMax, "(requests, or bytes for hub-reset)"))
+}
+
+func (k hubFault) apply(st *state, f Fault) func() {
+	h, ok := st.s.Node(f.Targets[0]).(*sim.Hub)
+	if ok {
+		k.set(h, f)
+	}
+	if k.unset == nil {
+		return nil
+	}
+	return func() {
+		if h, ok := st.s.Node(f.Targets[0]).(*sim.Hub); ok {
+			k.unset(h)
+		}
+	}
+}
