@@ -10,8 +10,9 @@ import (
 )
 
 // hubFault is a fault of the simulated model hub: the next Value requests (or, for resets,
-// every download after Value bytes) misbehave. Each is instant: the hub counts the requests
-// down itself. They do nothing when the hub is down.
+// every download after Value bytes) misbehave, until the hub has counted them down or the
+// fault ends (For, or the end of the run's chaos): a fault never outlives the chaos phase.
+// They do nothing when the hub is down.
 type hubFault struct {
 	name, doc string
 	// valueMax bounds Value; withFor says For is used (the Retry-After of a 429).
@@ -25,15 +26,15 @@ type hubFault struct {
 // hubKinds are the hub's faults, in catalogue order.
 var hubKinds = []hubFault{
 	{name: "hub-5xx", valueMax: 20, doc: "Targets [hub]: the next Value requests get 503 (a transient server error; clients retry with backoff).",
-		set: func(h *sim.Hub, f Fault) { h.ServerErrorNext(int(f.Value), 503) }},
+		set: func(h *sim.Hub, f Fault) { h.ServerErrorNext(int(f.Value), 503) }, unset: func(h *sim.Hub) { h.ServerErrorNext(0, 503) }},
 	{name: "hub-corrupt", valueMax: 5, doc: "Targets [hub]: the next Value downloads carry one flipped byte (the sha256 check must catch it).",
-		set: func(h *sim.Hub, f Fault) { h.CorruptNext(int(f.Value)) }},
+		set: func(h *sim.Hub, f Fault) { h.CorruptNext(int(f.Value)) }, unset: func(h *sim.Hub) { h.CorruptNext(0) }},
 	{name: "hub-hang", valueMax: 5, doc: "Targets [hub]: the next Value requests are never answered (clients must time out).",
-		set: func(h *sim.Hub, f Fault) { h.HangNext(int(f.Value)) }},
+		set: func(h *sim.Hub, f Fault) { h.HangNext(int(f.Value)) }, unset: func(h *sim.Hub) { h.HangNext(0) }},
 	{name: "hub-ignore-range", valueMax: 5, doc: "Targets [hub]: the next Value ranged GETs are answered 200 with the whole file (the client must start over).",
-		set: func(h *sim.Hub, f Fault) { h.IgnoreRangeNext(int(f.Value)) }},
+		set: func(h *sim.Hub, f Fault) { h.IgnoreRangeNext(int(f.Value)) }, unset: func(h *sim.Hub) { h.IgnoreRangeNext(0) }},
 	{name: "hub-rate-limit", valueMax: 20, withFor: true, doc: "Targets [hub]: the next Value requests get 429 with Retry-After For (whole seconds); no client may ask again before it passes.",
-		set: func(h *sim.Hub, f Fault) { h.RateLimitNext(int(f.Value), f.For) }},
+		set: func(h *sim.Hub, f Fault) { h.RateLimitNext(int(f.Value), f.For) }, unset: func(h *sim.Hub) { h.RateLimitNext(0, 0) }},
 	{name: "hub-reset", valueMax: 1 << 20, withFor: true, doc: "Targets [hub]: for For, every download, running or next, is reset after sending Value more bytes (dropped connections; clients resume with Range).",
 		set: func(h *sim.Hub, f Fault) { h.ResetAfter(f.Value) }, unset: func(h *sim.Hub) { h.ResetAfter(0) }},
 }
@@ -51,17 +52,12 @@ func (k hubFault) Draw(rng *rand.Rand, t Topology, at, maxFor time.Duration) Fau
 	if k.name == "hub-reset" {
 		f.Value = 1024 + rng.Int64N(64*1024)
 	}
-	if k.withFor {
-		f.For = time.Duration(1+rng.Int64N(int64(max(1, min(maxFor, 30*time.Second)/time.Second)))) * time.Second
-	}
+	f.For = time.Duration(1+rng.Int64N(int64(max(1, min(maxFor, 30*time.Second)/time.Second)))) * time.Second
 	return f
 }
 
 func (k hubFault) check(t Topology, f Fault) error {
-	used := fTargets | fValue
-	if k.withFor {
-		used |= fFor
-	}
+	used := fTargets | fValue | fFor
 	return firstErr(unused(f, used), targets(f, 1, role{"hub", func(a node.Addr) bool { return t.Hub != "" && a == t.Hub }}),
 		valueIn(f, 1, k.valueMax, "(requests, or bytes for hub-reset)"))
 }

@@ -54,7 +54,7 @@ func TestEveryKindDrawsValidFaultsThatHeal(t *testing.T) {
 			}
 			lasting := mustLookup(k.Name()).lasting()
 			// For starts later (a hang, a crash point) or is not a duration of the fault (a 429's Retry-After).
-			forLater := k.Name() == "worker-hang" || k.Name() == "power-fail-at-write" || k.Name() == "hub-rate-limit" || k.Name() == "hub-reset"
+			forLater := k.Name() == "worker-hang" || k.Name() == "power-fail-at-write" || strings.HasPrefix(k.Name(), "hub-")
 			if f.Kind != k.Name() || f.At != time.Second || f.For > maxFor || (!lasting && !forLater && f.For != 0) {
 				t.Fatalf("%s drew %+v", k.Name(), f)
 			}

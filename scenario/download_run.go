@@ -19,6 +19,11 @@ func (r *run) checkDownloads() []CheckerResult {
 	if retry.OK {
 		retry.Detail = fmt.Sprintf("%d answers with 429 reached clients; no request was sent before its Retry-After had passed", r.hubMon.limited)
 	}
+	late := CheckerResult{Name: "downloads asked for after the faults stop succeed", Stage: "liveness",
+		OK: r.hubMon.lateFailure == "", Detail: r.hubMon.lateFailure}
+	if late.OK {
+		late.Detail = fmt.Sprintf("every download asked for %v after the faults stopped succeeded", downloadGrace)
+	}
 	done := CheckerResult{Name: "every request ends registered or with a clear error once faults stop", Stage: "liveness", OK: true}
 	answered, stuck := 0, 0
 	for _, c := range r.sc.CatalogClients {
@@ -38,7 +43,7 @@ func (r *run) checkDownloads() []CheckerResult {
 		done.OK = false
 		done.Detail = fmt.Sprintf("%d requests pending when the faults stopped were still unanswered after the settle phase", stuck)
 	}
-	return []CheckerResult{retry, r.checkOneWriter(), r.checkHubHashes(), done}
+	return []CheckerResult{retry, r.checkOneWriter(), r.checkHubHashes(), r.checkBytesFetched(), done, late}
 }
 
 // checkHubHashes: every registration the hives acknowledged for a file of the hub names the
@@ -68,6 +73,58 @@ func (r *run) checkHubHashes() CheckerResult {
 		}
 	}
 	c.Detail = fmt.Sprintf("%d acknowledged registrations of hub files, all with the hub's sha256", checked)
+	return c
+}
+
+// checkBytesFetched: resumed downloads fetch only what is missing. Per file, the hub may send
+// at most the file once, plus once more for every download it corrupted or answered 200 to a
+// ranged request, plus once for every hive crash (unsynced bytes are lost), plus one chunk per
+// GET (the chunk in flight when a connection breaks).
+func (r *run) checkBytesFetched() CheckerResult {
+	c := CheckerResult{Name: "bytes fetched stay within size plus a chunk per interruption", Stage: "monitors", OK: true}
+	type tally struct{ sent, gets, restarts int64 }
+	per := map[string]*tally{}
+	for _, q := range r.hub.Requests() {
+		if q.Kind != "get" {
+			continue
+		}
+		t := per[q.Path]
+		if t == nil {
+			t = &tally{}
+			per[q.Path] = t
+		}
+		t.sent += q.BytesSent
+		t.gets++
+		if q.Fault == "corrupt" || q.Fault == "ignore-range" {
+			t.restarts++
+		}
+	}
+	var crashes int64
+	for _, h := range r.sc.Hives {
+		crashes += int64(r.s.Crashes(h.Addr))
+	}
+	chunk := int64(r.sc.Hub.ChunkBytes)
+	if chunk == 0 {
+		chunk = 64 << 10
+	}
+	var total int64
+	for _, f := range r.sc.Hub.Files {
+		data, _, ok := r.hub.Content(f.Repo, f.Revision, f.File)
+		t := per[f.Repo+"/resolve/"+f.Revision+"/"+f.File]
+		if !ok || t == nil {
+			continue
+		}
+		total += t.sent
+		size := int64(len(data))
+		if allowed := size*(1+t.restarts+crashes) + chunk*t.gets; t.sent > allowed && c.OK {
+			c.OK = false
+			c.Detail = fmt.Sprintf("%s/%s: the hub sent %d bytes for a %d-byte file over %d GETs (%d forced restarts, %d hive crashes): at most %d were needed",
+				f.Repo, f.File, t.sent, size, t.gets, t.restarts, crashes, allowed)
+		}
+	}
+	if c.OK {
+		c.Detail = fmt.Sprintf("%d bytes fetched in all, within the bound for every file", total)
+	}
 	return c
 }
 
@@ -120,7 +177,34 @@ type hubMonitor struct {
 	ended      map[reqKey]bool // ends (or cancels) seen, also before their 200/206 (reordering)
 	downloads  int
 	twoWriters string
+	// asked is when each download request was first sent; lateFailure the first download
+	// asked after the faults stopped that still failed.
+	asked       map[reqKey]time.Duration
+	lateFailure string
 }
+
+func (m *hubMonitor) askedDownload(at time.Duration, key reqKey) {
+	if m.asked == nil {
+		m.asked = map[reqKey]time.Duration{}
+	}
+	if _, seen := m.asked[key]; !seen {
+		m.asked[key] = at
+	}
+}
+
+// downloadAnswered: every file of the hub exists and is served correctly once the faults
+// stop, so a download asked for after that must succeed.
+func (m *hubMonitor) downloadAnswered(at time.Duration, to node.Addr, r api.CatalogResp, chaosEnd time.Duration) {
+	sent, ok := m.asked[reqKey{to, r.ReqID}]
+	if !ok || sent < chaosEnd || r.Err.OK() || m.lateFailure != "" {
+		return
+	}
+	m.lateFailure = fmt.Sprintf("at %v a download %s asked for at %v, after the faults stopped, failed: %s", at, to, sent, r.Err.Error())
+}
+
+// downloadGrace is how long after the faults stop a download may still fail: one begun during
+// the chaos may still be spending its retries (up to five, backing off to a minute).
+const downloadGrace = 3 * time.Minute
 
 // retryAfterSlack allows for the client's own clock: Retry-After is measured there.
 const retryAfterSlack = time.Millisecond

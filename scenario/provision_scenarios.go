@@ -32,7 +32,7 @@ func provisionEntries() []Entry {
 // synthetic GGUF models, and clients that ask the hives to download them.
 func provisionCluster(rng *rand.Rand, hives, models, clients int, broadcast bool) Scenario {
 	sc := catalogCluster(rng, hives, 0, 0, broadcast)
-	sc.Chaos, sc.Settle = 5*time.Minute, 4*time.Minute
+	sc.Chaos, sc.Settle = 5*time.Minute, 6*time.Minute
 	hub := sim.HubConfig{BandwidthBytesPerSec: 1 << 20, ChunkBytes: 64 << 10, Latency: 20 * time.Millisecond}
 	var downloads []keeper.DownloadSpec
 	for m := 0; m < models; m++ {

@@ -151,6 +151,13 @@ func newRun(sc Scenario, o Options) *run {
 	if sc.Hub != nil {
 		r.hub = sim.NewHub(*sc.Hub)
 		r.s.Add(HubAddr, string(HubAddr), 0, func() node.Node { return r.hub })
+		// A hive's connection to the hub is one TCP stream: its messages arrive in order (no
+		// jitter), and network-wide delay and reordering faults leave it alone.
+		for _, h := range sc.Hives {
+			ordered := sim.LinkConfig{Latency: 5 * time.Millisecond}
+			r.s.Network().SetLink(HubAddr, h.Addr, ordered)
+			r.s.Network().SetLink(h.Addr, HubAddr, ordered)
+		}
 	}
 	for _, h := range sc.Hives {
 		hcfg := hive.DefaultConfig(sc.Queen.Addr)
@@ -215,6 +222,7 @@ func (r *run) sent(at time.Duration, from, to node.Addr, m node.Msg) {
 			r.catMon.sentMaintenance(at, reqKey{from, req.ReqID}, req.MsgName(), req.Name)
 		case api.ModelDownloadReq:
 			r.catHist.Invoke(from, r.machineOf(to), req, req.ReqID, int64(at))
+			r.hubMon.askedDownload(at, reqKey{from, req.ReqID})
 			r.catMon.invoke(from, r.machineOf(to), api.CatalogRegisterReq{ReqID: req.ReqID, Provider: req.Provider, Reference: req.Reference()})
 		case api.CatalogListReq:
 			r.catMon.sentList(reqKey{from, req.ReqID}, req)
@@ -232,6 +240,9 @@ func (r *run) delivered(at time.Duration, from, to node.Addr, m node.Msg) {
 	}
 	if end, ok := m.(api.HubEnd); ok && from == HubAddr {
 		r.hubMon.closed(reqKey{to, end.ReqID})
+	}
+	if resp, ok := m.(api.CatalogResp); ok && r.catCli[to] && r.hives[from] && resp.Op == (api.ModelDownloadReq{}).MsgName() {
+		r.hubMon.downloadAnswered(at, to, resp, r.sc.Chaos+downloadGrace)
 	}
 	if resp, ok := m.(api.CatalogResp); ok && r.catCli[to] && r.hives[from] {
 		r.catHist.Return(to, resp, int64(at))
