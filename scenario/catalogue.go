@@ -160,9 +160,10 @@ func faultOf(kind string, at time.Duration, sc *Scenario) faults.Fault {
 	case "hub-reset":
 		f.Targets, f.Value, f.For = []node.Addr{HubAddr}, 100<<10, 30*time.Second
 	case "hub-rate-limit":
-		f.Targets, f.Value, f.For = []node.Addr{HubAddr}, 2, 7*time.Second
+		// Lasts (and asks clients to wait) 20s: long enough that a download meets it.
+		f.Targets, f.Value, f.For = []node.Addr{HubAddr}, 2, 20*time.Second
 	case "hub-corrupt":
-		f.Targets, f.Value = []node.Addr{HubAddr}, 1
+		f.Targets, f.Value, f.For = []node.Addr{HubAddr}, 1, time.Minute
 	case "crash-restart":
 		f.For = 5 * time.Second
 	case "disk-flip", "disk-truncate":
