@@ -33,8 +33,8 @@ var hubKinds = []hubFault{
 		set: func(h *sim.Hub, f Fault) { h.HangNext(int(f.Value)) }, unset: func(h *sim.Hub) { h.HangNext(0) }},
 	{name: "hub-ignore-range", valueMax: 5, doc: "Targets [hub]: the next Value ranged GETs are answered 200 with the whole file (the client must start over).",
 		set: func(h *sim.Hub, f Fault) { h.IgnoreRangeNext(int(f.Value)) }, unset: func(h *sim.Hub) { h.IgnoreRangeNext(0) }},
-	{name: "hub-rate-limit", valueMax: 20, withFor: true, doc: "Targets [hub]: the next Value requests get 429 with Retry-After For (whole seconds); no client may ask again before it passes.",
-		set: func(h *sim.Hub, f Fault) { h.RateLimitNext(int(f.Value), f.For) }, unset: func(h *sim.Hub) { h.RateLimitNext(0, 0) }},
+	{name: "hub-rate-limit", valueMax: 20, withFor: true, doc: "Targets [hub]: during For, the next Value requests get 429 with a Retry-After of a quarter of For, between 1 and 15 s; no client may ask again before it passes.",
+		set: func(h *sim.Hub, f Fault) { h.RateLimitNext(int(f.Value), retryAfterOf(f)) }, unset: func(h *sim.Hub) { h.RateLimitNext(0, 0) }},
 	{name: "hub-reset", valueMax: 1 << 20, withFor: true, doc: "Targets [hub]: for For, every download, running or next, is reset after sending Value more bytes (dropped connections; clients resume with Range).",
 		set: func(h *sim.Hub, f Fault) { h.ResetAfter(f.Value) }, unset: func(h *sim.Hub) { h.ResetAfter(0) }},
 }
@@ -62,17 +62,47 @@ func (k hubFault) check(t Topology, f Fault) error {
 		valueIn(f, 1, k.valueMax, "(requests, or bytes for hub-reset)"))
 }
 
+// apply sets the hub for f. Overlapping faults of one kind stack: the latest sets the hub, and
+// when it ends the latest one still active is set again, so a short fault never cancels a
+// longer one that began before it.
 func (k hubFault) apply(st *state, f Fault) func() {
-	h, ok := st.s.Node(f.Targets[0]).(*sim.Hub)
-	if ok {
-		k.set(h, f)
-	}
+	id := st.id()
+	st.hub[k.name] = append(st.hub[k.name], hubEntry{id: id, f: f})
+	k.setHub(st, f.Targets[0], &f)
 	if k.unset == nil {
 		return nil
 	}
 	return func() {
-		if h, ok := st.s.Node(f.Targets[0]).(*sim.Hub); ok {
-			k.unset(h)
+		active := st.hub[k.name][:0]
+		for _, e := range st.hub[k.name] {
+			if e.id != id {
+				active = append(active, e)
+			}
 		}
+		st.hub[k.name] = active
+		if len(active) == 0 {
+			k.setHub(st, f.Targets[0], nil)
+			return
+		}
+		latest := active[len(active)-1].f
+		k.setHub(st, f.Targets[0], &latest)
 	}
+}
+
+// setHub applies f to the hub at addr, or clears the kind's setting when f is nil.
+func (k hubFault) setHub(st *state, addr node.Addr, f *Fault) {
+	h, ok := st.s.Node(addr).(*sim.Hub)
+	switch {
+	case !ok:
+	case f != nil:
+		k.set(h, *f)
+	case k.unset != nil:
+		k.unset(h)
+	}
+}
+
+// retryAfterOf is the Retry-After a hub-rate-limit fault sends: a quarter of its For, at least
+// a second and at most 15.
+func retryAfterOf(f Fault) time.Duration {
+	return min(max(f.For/4, time.Second), 15*time.Second)
 }

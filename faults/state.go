@@ -34,15 +34,24 @@ type state struct {
 	disk map[diskSetting]*diskStack
 	// traps maps a machine to the power-fail-at-write fault whose crash point is armed on its
 	// disk, so that the end of a replaced one leaves the newer one armed.
-	traps  map[string]uint64
+	traps map[string]uint64
+	// hub holds, per hub fault kind, the active faults in start order: the latest one sets the
+	// hub; when one ends, the latest still active is set again (or the setting cleared).
+	hub    map[string][]hubEntry
 	nextID uint64
+}
+
+// hubEntry is one active hub fault.
+type hubEntry struct {
+	id uint64
+	f  Fault
 }
 
 func newState(s *sim.Sim, t Topology) *state {
 	return &state{s: s, t: t, blocks: map[link]int{}, external: map[link]bool{},
 		drift: map[node.Addr]*driftStack{}, down: map[node.Addr]int{}, crashed: map[node.Addr]bool{},
 		pauses: map[node.Addr]int{}, paused: map[node.Addr]bool{}, disk: map[diskSetting]*diskStack{},
-		traps: map[string]uint64{}}
+		traps: map[string]uint64{}, hub: map[string][]hubEntry{}}
 }
 
 func (st *state) id() uint64 {

@@ -160,8 +160,8 @@ func faultOf(kind string, at time.Duration, sc *Scenario) faults.Fault {
 	case "hub-reset":
 		f.Targets, f.Value, f.For = []node.Addr{HubAddr}, 100<<10, 30*time.Second
 	case "hub-rate-limit":
-		// Lasts (and asks clients to wait) 20s: long enough that a download meets it.
-		f.Targets, f.Value, f.For = []node.Addr{HubAddr}, 2, 20*time.Second
+		// Lasts 3 minutes, so a download meets it even after a hang; clients wait 15s.
+		f.Targets, f.Value, f.For = []node.Addr{HubAddr}, 2, 3*time.Minute
 	case "hub-corrupt":
 		f.Targets, f.Value, f.For = []node.Addr{HubAddr}, 1, time.Minute
 	case "crash-restart":
