@@ -189,6 +189,12 @@ func (w *corruptWorld) verifyAll(rt *rapid.T) {
 // (then the hive starts again) or open (then the next call meets the damage).
 func (w *corruptWorld) corrupt(rt *rapid.T, step int) {
 	closed := rapid.Bool().Draw(rt, fmt.Sprintf("step %d: catalog closed while corrupted", step))
+	if len(w.catalogBytes()) == 0 {
+		// An earlier corruption emptied the file and no call has met it yet: nothing left
+		// to damage.
+		w.logf("the catalog file is already empty; no further corruption")
+		return
+	}
 	if closed {
 		if err := w.c.Close(); err != nil {
 			w.fatalf(rt, "Close: %v", err)
@@ -196,12 +202,6 @@ func (w *corruptWorld) corrupt(rt *rapid.T, step int) {
 		w.c = nil
 	}
 	data := w.catalogBytes()
-	if len(data) == 0 {
-		// An earlier corruption emptied the file and no call has met it yet: nothing left
-		// to damage.
-		w.logf("the catalog file is already empty; no further corruption")
-		return
-	}
 	name := catalog.DefaultPath
 	kind := rapid.SampledFrom([]string{"flip", "clobber", "truncate", "zero-page"}).Draw(rt, fmt.Sprintf("step %d: corruption", step))
 	switch kind {
