@@ -66,21 +66,21 @@ func buildSingleFlight(rng *rand.Rand, k Knobs) Scenario {
 	return sc
 }
 
-func buildResume(rng *rand.Rand, k Knobs) Scenario {
-	sc := provisionCluster(rng, pick(rng, k.Hives, 1, 2), pick(rng, k.WorkersPerHive, 4, 8), pick(rng, k.Clients, 1, 2), false)
-	sc.Require = []string{"download resumed"}
-	return sc
-}
+func buildResume(rng *rand.Rand, k Knobs) Scenario { return oneHubFault(rng, k, "download resumed") }
 
 func buildRateLimit(rng *rand.Rand, k Knobs) Scenario {
-	sc := provisionCluster(rng, pick(rng, k.Hives, 1, 2), pick(rng, k.WorkersPerHive, 4, 8), pick(rng, k.Clients, 1, 2), false)
-	sc.Require = []string{"harness: hub answered with fault rate-limit"}
-	return sc
+	return oneHubFault(rng, k, "harness: hub answered with fault rate-limit")
 }
 
 func buildValidation(rng *rand.Rand, k Knobs) Scenario {
+	return oneHubFault(rng, k, "harness: hub answered with fault corrupt")
+}
+
+// oneHubFault is the shape of the scenarios about one hub fault: one or two hives, four to
+// eight models, clients that ask any hive, and the path the run must reach.
+func oneHubFault(rng *rand.Rand, k Knobs, require string) Scenario {
 	sc := provisionCluster(rng, pick(rng, k.Hives, 1, 2), pick(rng, k.WorkersPerHive, 4, 8), pick(rng, k.Clients, 1, 2), false)
-	sc.Require = []string{"harness: hub answered with fault corrupt"}
+	sc.Require = []string{require}
 	return sc
 }
 
