@@ -174,6 +174,9 @@ func TestProvisionerRateLimit429(t *testing.T) { checkScenario(t, "provisioner/r
 // TestProvisionerGGUFValidation covers provisioner/gguf-validation.
 func TestProvisionerGGUFValidation(t *testing.T) { checkScenario(t, "provisioner/gguf-validation") }
 
+// TestProvisionerHubErrors covers provisioner/hub-errors.
+func TestProvisionerHubErrors(t *testing.T) { checkScenario(t, "provisioner/hub-errors") }
+
 // TestDeterminism: the same scenario twice gives the same trace hash; another seed another.
 func TestDeterminism(t *testing.T) {
 	for _, e := range scenario.Catalogue() {

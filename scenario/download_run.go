@@ -2,6 +2,7 @@ package scenario
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/rbee-sim/rbee-sim/orch/api"
@@ -43,7 +44,12 @@ func (r *run) checkDownloads() []CheckerResult {
 		done.OK = false
 		done.Detail = fmt.Sprintf("%d requests pending when the faults stopped were still unanswered after the settle phase", stuck)
 	}
-	return []CheckerResult{retry, r.checkOneWriter(), r.checkHubHashes(), r.checkBytesFetched(), done, late}
+	terminal := CheckerResult{Name: "downloads the hub refuses end with a clear error", Stage: "monitors",
+		OK: r.hubMon.wrongSuccess == "" && r.hubMon.unclear == "", Detail: r.hubMon.wrongSuccess + r.hubMon.unclear}
+	if terminal.OK {
+		terminal.Detail = "every download of a missing or gated file failed, naming it"
+	}
+	return []CheckerResult{retry, r.checkOneWriter(), r.checkHubHashes(), r.checkBytesFetched(), terminal, done, late}
 }
 
 // checkHubHashes: every registration the hives acknowledged for a file of the hub names the
@@ -181,9 +187,33 @@ type hubMonitor struct {
 	// asked after the faults stopped that still failed.
 	asked       map[reqKey]time.Duration
 	lateFailure string
+	// files the hub serves; requests by key; downloads of files the hub does not serve that
+	// succeeded, or failed without naming what.
+	files        []sim.HubFile
+	requests     map[reqKey]api.ModelDownloadReq
+	wrongSuccess string
+	unclear      string
 }
 
-func (m *hubMonitor) askedDownload(at time.Duration, key reqKey) {
+// servable reports whether the hub serves the file to a client without a token.
+func (m *hubMonitor) servable(req api.ModelDownloadReq) bool {
+	rev := req.Revision
+	if rev == "" {
+		rev = "main"
+	}
+	for _, f := range m.files {
+		if f.Repo == req.Repo && f.Revision == rev && f.File == req.File {
+			return !f.Gated
+		}
+	}
+	return false
+}
+
+func (m *hubMonitor) askedDownload(at time.Duration, key reqKey, req api.ModelDownloadReq) {
+	if m.requests == nil {
+		m.requests = map[reqKey]api.ModelDownloadReq{}
+	}
+	m.requests[key] = req
 	if m.asked == nil {
 		m.asked = map[reqKey]time.Duration{}
 	}
@@ -195,7 +225,17 @@ func (m *hubMonitor) askedDownload(at time.Duration, key reqKey) {
 // downloadAnswered: every file of the hub exists and is served correctly once the faults
 // stop, so a download asked for after that must succeed.
 func (m *hubMonitor) downloadAnswered(at time.Duration, to node.Addr, r api.CatalogResp, chaosEnd time.Duration) {
-	sent, ok := m.asked[reqKey{to, r.ReqID}]
+	key := reqKey{to, r.ReqID}
+	if req, ok := m.requests[key]; ok && !m.servable(req) {
+		if r.Err.OK() && m.wrongSuccess == "" {
+			m.wrongSuccess = fmt.Sprintf("at %v a download of %s/%s, which the hub does not serve to this client, succeeded", at, req.Repo, req.File)
+		}
+		if !r.Err.OK() && !strings.Contains(r.Err.Message, req.Repo) && !strings.Contains(r.Err.Message, req.File) && m.unclear == "" {
+			m.unclear = fmt.Sprintf("at %v the failed download of %s/%s said %q, which names neither the repository nor the file", at, req.Repo, req.File, r.Err.Error())
+		}
+		return
+	}
+	sent, ok := m.asked[key]
 	if !ok || sent < chaosEnd || r.Err.OK() || m.lateFailure != "" {
 		return
 	}

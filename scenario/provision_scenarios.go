@@ -22,6 +22,8 @@ func provisionEntries() []Entry {
 		{ID: "provisioner/rate-limit-429", Doc: "the hub answers 429 with Retry-After: no request before it has passed, then the download goes on; 5xx and hangs are retried with capped, jittered backoff",
 			FaultKinds: []string{"hub-rate-limit", "hub-5xx", "hub-hang"}, build: buildRateLimit,
 			ensure: ensureHubFault("hub-rate-limit", 1)},
+		{ID: "provisioner/hub-errors", Doc: "downloads of a missing repository, a missing file and a gated repository without a token: each ends at once with DOWNLOAD_FAILED naming the cause and what to do, never retried, nothing registered; the servable models still download",
+			FaultKinds: []string{"hub-5xx", "net-delay"}, build: buildHubErrors},
 		{ID: "provisioner/gguf-validation", Doc: "downloaded bytes are corrupted: the sha256 (the hub's ETag) and GGUF checks catch it before registration, the bad file is removed and the download retried",
 			FaultKinds: []string{"hub-corrupt", "net-delay"}, build: buildValidation,
 			ensure: ensureHubFault("hub-corrupt", 2)},
@@ -74,6 +76,25 @@ func buildRateLimit(rng *rand.Rand, k Knobs) Scenario {
 
 func buildValidation(rng *rand.Rand, k Knobs) Scenario {
 	return oneHubFault(rng, k, "harness: hub answered with fault corrupt")
+}
+
+func buildHubErrors(rng *rand.Rand, k Knobs) Scenario {
+	sc := oneHubFault(rng, k, "download failed: not found")
+	gated := sc.Hub.Files[0]
+	gated.Repo, gated.Gated, gated.Token = "meta-llama/Gated-Model-GGUF", true, "hf_secret"
+	gated.Spec.Name = gated.Repo
+	sc.Hub.Files = append(sc.Hub.Files, gated)
+	bad := []keeper.DownloadSpec{
+		{Repo: "no-such-org/no-such-model-GGUF", Revision: "main", File: "model.gguf"},
+		{Repo: sc.Hub.Files[0].Repo, Revision: "main", File: "no-such-file.gguf"},
+		{Repo: gated.Repo, Revision: "main", File: gated.File},
+	}
+	for i := range sc.CatalogClients {
+		c := &sc.CatalogClients[i].Client
+		c.Downloads = append(c.Downloads, bad...)
+	}
+	sc.Require = append(sc.Require, "download failed: gated")
+	return sc
 }
 
 // oneHubFault is the shape of the scenarios about one hub fault: one or two hives, four to

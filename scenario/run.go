@@ -190,6 +190,9 @@ func newRun(sc Scenario, o Options) *run {
 	}
 	r.mon = newMonitors(sc, r.s)
 	r.hubMon.s = r.s
+	if sc.Hub != nil {
+		r.hubMon.files = sc.Hub.Files
+	}
 	r.s.SetHooks(sim.Hooks{Sent: r.sent, Delivered: r.delivered, Observed: r.observed, AfterEvent: r.mon.afterEvent})
 	return r
 }
@@ -222,7 +225,7 @@ func (r *run) sent(at time.Duration, from, to node.Addr, m node.Msg) {
 			r.catMon.sentMaintenance(at, reqKey{from, req.ReqID}, req.MsgName(), req.Name)
 		case api.ModelDownloadReq:
 			r.catHist.Invoke(from, r.machineOf(to), req, req.ReqID, int64(at))
-			r.hubMon.askedDownload(at, reqKey{from, req.ReqID})
+			r.hubMon.askedDownload(at, reqKey{from, req.ReqID}, req)
 			r.catMon.invoke(from, r.machineOf(to), api.CatalogRegisterReq{ReqID: req.ReqID, Provider: req.Provider, Reference: req.Reference()})
 		case api.CatalogListReq:
 			r.catMon.sentList(reqKey{from, req.ReqID}, req)
