@@ -39,10 +39,12 @@ var hubKinds = []hubFault{
 		set: func(h *sim.Hub, f Fault) { h.ResetAfter(f.Value) }, unset: func(h *sim.Hub) { h.ResetAfter(0) }},
 }
 
-func (k hubFault) Name() string                           { return k.name }
-func (k hubFault) Doc() string                            { return k.doc }
-func (k hubFault) Available(t Topology) bool              { return t.Hub != "" }
-func (k hubFault) lasting() bool                          { return false }
+func (k hubFault) Name() string              { return k.name }
+func (k hubFault) Doc() string               { return k.doc }
+func (k hubFault) Available(t Topology) bool { return t.Hub != "" }
+
+// lasting: every hub fault ends after its For, when its count has not run out first.
+func (k hubFault) lasting() bool                          { return k.unset != nil }
 func (k hubFault) describe(f Fault) string                { return fmt.Sprintf("%s value %d", one(f), f.Value) }
 func (k hubFault) Inject(s *sim.Sim, t Topology, f Fault) { injectAlone(k, s, t, f) }
 

@@ -157,13 +157,14 @@ func defaultNetwork() sim.LinkConfig {
 func faultOf(kind string, at time.Duration, sc *Scenario) faults.Fault {
 	f := faults.Fault{Kind: kind, At: at, Targets: []node.Addr{sc.Hives[0].Addr}}
 	switch kind {
+	// Hub faults last 3 minutes, so downloads meet them even after a hive crash or a hang.
 	case "hub-reset":
-		f.Targets, f.Value, f.For = []node.Addr{HubAddr}, 100<<10, 30*time.Second
+		f.Targets, f.Value, f.For = []node.Addr{HubAddr}, 100<<10, 3*time.Minute
 	case "hub-rate-limit":
-		// Lasts 3 minutes, so a download meets it even after a hang; clients wait 15s.
+		// Clients wait 15s.
 		f.Targets, f.Value, f.For = []node.Addr{HubAddr}, 2, 3*time.Minute
 	case "hub-corrupt":
-		f.Targets, f.Value, f.For = []node.Addr{HubAddr}, 1, time.Minute
+		f.Targets, f.Value, f.For = []node.Addr{HubAddr}, 1, 3*time.Minute
 	case "crash-restart":
 		f.For = 5 * time.Second
 	case "disk-flip", "disk-truncate":
