@@ -177,6 +177,12 @@ func TestProvisionerGGUFValidation(t *testing.T) { checkScenario(t, "provisioner
 // TestProvisionerHubErrors covers provisioner/hub-errors.
 func TestProvisionerHubErrors(t *testing.T) { checkScenario(t, "provisioner/hub-errors") }
 
+// TestProvisionerBandwidthLimit covers provisioner/bandwidth-limit.
+func TestProvisionerBandwidthLimit(t *testing.T) { checkScenario(t, "provisioner/bandwidth-limit") }
+
+// TestProvisionerProgress covers provisioner/progress.
+func TestProvisionerProgress(t *testing.T) { checkScenario(t, "provisioner/progress") }
+
 // TestDeterminism: the same scenario twice gives the same trace hash; another seed another.
 func TestDeterminism(t *testing.T) {
 	for _, e := range scenario.Catalogue() {

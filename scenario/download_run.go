@@ -49,7 +49,9 @@ func (r *run) checkDownloads() []CheckerResult {
 	if terminal.OK {
 		terminal.Detail = "every download of a missing or gated file failed, naming it"
 	}
-	return []CheckerResult{retry, r.checkOneWriter(), r.checkHubHashes(), r.checkBytesFetched(), terminal, done, late}
+	checks := []CheckerResult{retry, r.checkOneWriter(), r.checkHubHashes(), r.checkBytesFetched(), terminal, r.checkTerminalNotRetried()}
+	checks = append(checks, r.flowChecks()...)
+	return append(checks, done, late)
 }
 
 // checkHubHashes: every registration the hives acknowledged for a file of the hub names the

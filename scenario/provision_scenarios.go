@@ -27,6 +27,11 @@ func provisionEntries() []Entry {
 		{ID: "provisioner/gguf-validation", Doc: "downloaded bytes are corrupted: the sha256 (the hub's ETag) and GGUF checks catch it before registration, the bad file is removed and the download retried",
 			FaultKinds: []string{"hub-corrupt", "net-delay"}, build: buildValidation,
 			ensure: ensureHubFault("hub-corrupt", 2)},
+		{ID: "provisioner/bandwidth-limit", Doc: "hives on one machine download under a per-hive bandwidth limit that leaves room on the machine's link: the bytes each hive receives over every window of 1s or more stay within limit plus burst, and heartbeat round trips stay short",
+			FaultKinds: []string{"hub-reset", "net-delay", "crash-restart"}, build: buildBandwidthLimit},
+		{ID: "provisioner/progress", Doc: "clients that ask for downloads receive a stream of progress events: bytes, percent and speed consistent with the file, \"resuming from N%\" after an interruption, and the stream ends with the answer",
+			FaultKinds: []string{"hub-reset", "crash-restart", "net-delay"}, build: buildProgress,
+			ensure: ensureHubFault("hub-reset", 1)},
 	}
 }
 

@@ -99,6 +99,7 @@ type run struct {
 	// pendingAtChaos are the catalog clients' requests in flight when the faults stopped.
 	pendingAtChaos map[reqKey]bool
 	hubMon         hubMonitor
+	flow           flowMonitor
 }
 
 // Run runs a valid scenario and judges it.
@@ -209,6 +210,7 @@ func (r *run) sent(at time.Duration, from, to node.Addr, m node.Msg) {
 	if to == HubAddr {
 		r.hubMon.sent(at, from, m)
 	}
+	r.flow.sent(at, from, to, m)
 	if r.catCli[from] && r.hives[to] {
 		switch req := m.(type) {
 		case api.CatalogRegisterReq:
@@ -235,6 +237,7 @@ func (r *run) sent(at time.Duration, from, to node.Addr, m node.Msg) {
 
 // delivered records returns at the client side: the first response that reaches the client.
 func (r *run) delivered(at time.Duration, from, to node.Addr, m node.Msg) {
+	r.flow.delivered(at, from, to, m)
 	if resp, ok := m.(api.RegistryResp); ok && from == r.queen {
 		r.hist.Return(to, resp, int64(at))
 	}

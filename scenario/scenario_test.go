@@ -12,7 +12,7 @@ import (
 func TestCatalogueIDsAreScenarioIDs(t *testing.T) {
 	want := []string{"catalog/backup-restore", "catalog/concurrent-registration", "catalog/corruption-recovery", "catalog/disk-faults",
 		"catalog/large-query", "catalog/orphan-cleanup", "catalog/schema-migration",
-		"provisioner/gguf-validation", "provisioner/hub-errors", "provisioner/rate-limit-429", "provisioner/resume", "provisioner/single-flight",
+		"provisioner/bandwidth-limit", "provisioner/gguf-validation", "provisioner/hub-errors", "provisioner/progress", "provisioner/rate-limit-429", "provisioner/resume", "provisioner/single-flight",
 		"registry/capability-change", "registry/concurrent-state-update", "registry/heartbeat-timeout-busy",
 		"registry/linearizable", "registry/overflow", "registry/persistence"}
 	var got []string
