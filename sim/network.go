@@ -48,14 +48,79 @@ type link struct{ from, to node.Addr }
 // Network decides the fate of every message: its delay, loss, duplication, and whether a
 // partition blocks it. Blocks are directed; a symmetric partition blocks both directions.
 type Network struct {
-	def     LinkConfig
-	links   map[link]LinkConfig
-	blocked map[link]bool
-	rng     *rand.Rand
+	def       LinkConfig
+	links     map[link]LinkConfig
+	blocked   map[link]bool
+	downlinks map[string]*downlink
+	rng       *rand.Rand
+}
+
+// downlink is a machine's inbound link of limited capacity: messages from other machines
+// cross it one after another, each taking its wire size over the capacity.
+type downlink struct {
+	bytesPerSec int64
+	// freeAt is when the link has sent everything queued so far.
+	freeAt time.Duration
+	// bytes is every byte that crossed it; maxQueue the longest wait a message had.
+	bytes    int64
+	maxQueue time.Duration
 }
 
 func newNetwork(rng *rand.Rand) *Network {
-	return &Network{def: DefaultLink, links: map[link]LinkConfig{}, blocked: map[link]bool{}, rng: rng}
+	return &Network{def: DefaultLink, links: map[link]LinkConfig{}, blocked: map[link]bool{},
+		downlinks: map[string]*downlink{}, rng: rng}
+}
+
+// WireSizer is implemented by messages whose size on the wire matters (bodies of downloads).
+// Other messages count as DefaultWireSize bytes.
+type WireSizer interface{ WireSize() int }
+
+// DefaultWireSize is the wire size of a message that does not implement WireSizer: a small
+// control message with its framing.
+const DefaultWireSize = 256
+
+func wireSize(m node.Msg) int64 {
+	if w, ok := m.(WireSizer); ok {
+		return int64(w.WireSize())
+	}
+	return DefaultWireSize
+}
+
+// SetDownlink gives machine an inbound link of bytesPerSec, shared by every process on it: a
+// message from another machine reaches it after its network delay, then waits for the messages
+// ahead of it on the link (first come, first served, in the order they were sent), then takes
+// its wire size over the capacity. Traffic between processes of one machine does not cross it.
+// 0 or less removes the limit. A saturated link delays control messages behind download
+// bodies, as a full NIC queue does.
+func (n *Network) SetDownlink(machine string, bytesPerSec int64) {
+	if bytesPerSec <= 0 {
+		delete(n.downlinks, machine)
+		return
+	}
+	n.downlinks[machine] = &downlink{bytesPerSec: bytesPerSec}
+}
+
+// DownlinkStats reports the bytes that crossed a machine's downlink and the longest time a
+// message waited in its queue; zero without a downlink.
+func (n *Network) DownlinkStats(machine string) (bytes int64, maxQueue time.Duration) {
+	if d, ok := n.downlinks[machine]; ok {
+		return d.bytes, d.maxQueue
+	}
+	return 0, 0
+}
+
+// cross returns when a message of size bytes that reaches machine's downlink at arrive has
+// crossed it.
+func (n *Network) cross(machine string, arrive time.Duration, size int64) time.Duration {
+	d, ok := n.downlinks[machine]
+	if !ok {
+		return arrive
+	}
+	start := max(arrive, d.freeAt)
+	d.maxQueue = max(d.maxQueue, start-arrive)
+	d.freeAt = start + time.Duration(float64(size)/float64(d.bytesPerSec)*float64(time.Second))
+	d.bytes += size
+	return d.freeAt
 }
 
 // SetDefault sets the configuration of every link without its own.

@@ -284,10 +284,16 @@ func (s *Sim) send(p *proc, to node.Addr, m node.Msg) {
 		s.trace.record(s.now, "drop", p.addr, to, m.MsgName(), nil)
 		return
 	}
-	s.schedule(event{at: s.now + d1, kind: evDeliver, to: target, inc: target.inc, from: p.addr, msg: m})
+	at := func(d time.Duration) time.Duration {
+		if target.machine == p.machine {
+			return s.now + d
+		}
+		return s.net.cross(target.machine, s.now+d, wireSize(m))
+	}
+	s.schedule(event{at: at(d1), kind: evDeliver, to: target, inc: target.inc, from: p.addr, msg: m})
 	if copies == 2 {
 		s.trace.record(s.now, "dup", p.addr, to, m.MsgName(), nil)
-		s.schedule(event{at: s.now + d2, kind: evDeliver, to: target, inc: target.inc, from: p.addr, msg: m})
+		s.schedule(event{at: at(d2), kind: evDeliver, to: target, inc: target.inc, from: p.addr, msg: m})
 	}
 }
 

@@ -63,6 +63,10 @@ type HubChunk struct {
 	Data   []byte `json:"data"`
 }
 
+// WireSize is the chunk's size on the wire: its body plus framing (the simulator's downlink
+// model uses it).
+func (c HubChunk) WireSize() int { return len(c.Data) + 64 }
+
 // HubEnd ends a download's body: Err is empty when the body is complete, otherwise why the
 // connection ended ("connection reset").
 type HubEnd struct {
