@@ -25,6 +25,10 @@ const (
 	HubDefaultLatency = 20 * time.Millisecond
 	// hubChunkBytesMax bounds ChunkBytes, so that chunk timing never overflows int64 nanoseconds.
 	hubChunkBytesMax = 16 << 20
+	// HubMaterializeMaxBytes is the largest file the hub holds in memory. Larger files are
+	// served from a gguf.Synthetic: each chunk is generated when it is sent, and the file's
+	// sha256 is computed once, streaming, at its first use.
+	HubMaterializeMaxBytes = 64 << 20
 )
 
 // End reasons in HubRequest.End.
@@ -45,7 +49,8 @@ type HubFile struct {
 	Revision string `json:"revision"`
 	// File is the file's path in the repository; required.
 	File string `json:"file"`
-	// Spec is the synthetic GGUF file served: its bytes are gguf.Bytes(Spec).
+	// Spec is the synthetic GGUF file served: its bytes are gguf.Bytes(Spec). Files larger
+	// than HubMaterializeMaxBytes are never held whole: see Hub.
 	Spec gguf.Spec `json:"spec"`
 	// Gated makes the whole repository gated: every file of one repo must agree on Gated and
 	// Token.
@@ -179,6 +184,14 @@ type HubStats struct {
 // faults set by the harness. It sends and forgets: there are no acks, so a client that is gone
 // just stops receiving.
 //
+// Files: at its first use (a request for it, Content or Stat) the hub makes a file's
+// gguf.Synthetic and its sha256 (the ETag). A file of at most HubMaterializeMaxBytes (every
+// file of the scenarios) is then kept in memory, and each chunk is copied from it. A larger
+// one is not: each chunk is generated from the Synthetic when it is sent (the tensor data is
+// made per 64 KiB block from a PCG keyed by the block, so any range costs its length), and its
+// sha256 is computed once by streaming the file through the hash. A 5 GB file costs a few KiB
+// of memory and one pass of generation and hashing, then one pass of generation per download.
+//
 // Register it with a factory that returns the same *Hub every time
 // (func() node.Node { return hub }): a restart then closes the open exchanges (their timers
 // died with the process) but keeps the stats, file cache and Retry-After deadlines. Fault
@@ -203,13 +216,17 @@ type Hub struct {
 	violations []HubViolation
 	stats      HubStats
 	openGets   map[string]int
+	chunkBytes int
 }
 
 var _ node.Node = (*Hub)(nil)
 
+// hubEntry is a file the hub serves. syn and sha are set at the file's first use; data too when
+// the file is small enough to keep (HubMaterializeMaxBytes).
 type hubEntry struct {
 	file HubFile
-	data []byte // gguf.Bytes(file.Spec), computed at first use
+	syn  *gguf.Synthetic
+	data []byte // the whole file, or nil for a large file
 	sha  string
 }
 
@@ -279,7 +296,7 @@ func NewHub(cfg HubConfig) *Hub {
 	}
 	h := &Hub{cfg: cfg, files: map[string]*hubEntry{}, repos: map[string]*HubFile{},
 		revisions: map[string]bool{}, open: map[uint64]*hubExchange{}, byKey: map[hubKey]uint64{},
-		bandwidth: cfg.BandwidthBytesPerSec, deadlines: map[node.Addr]time.Time{},
+		bandwidth: cfg.BandwidthBytesPerSec, chunkBytes: cfg.ChunkBytes, deadlines: map[node.Addr]time.Time{},
 		openGets: map[string]int{}, stats: HubStats{MaxConcurrentPerFile: map[string]int{}}}
 	for i := range h.cfg.Files {
 		f := &h.cfg.Files[i]
@@ -293,23 +310,64 @@ func NewHub(cfg HubConfig) *Hub {
 }
 
 // Content returns the bytes served at (repo, revision, file) and their sha256 in hex (the
-// ETag), or ok false when the hub has no such file. The bytes are shared: do not change them.
+// ETag), or ok false when the hub has no such file. The bytes of a file of at most
+// HubMaterializeMaxBytes are shared: do not change them. A larger file is made anew at every
+// call, which costs its size in memory: use Stat and Open for those.
 func (h *Hub) Content(repo, revision, file string) (data []byte, sha256Hex string, ok bool) {
 	e := h.files[hubPath(repo, revision, file)]
 	if e == nil {
 		return nil, "", false
 	}
 	e.load()
-	return e.data, e.sha, true
+	if e.data != nil {
+		return e.data, e.sha, true
+	}
+	data = make([]byte, e.syn.Size())
+	e.syn.ReadAt(data, 0) // cannot fail: the buffer is the file's size
+	return data, e.sha, true
 }
 
+// Stat returns the size and sha256 in hex (the ETag) of the file served at (repo, revision,
+// file), or ok false when the hub has no such file. For a large file, the first call computes
+// the sha256 (a pass over the file); later ones are free.
+func (h *Hub) Stat(repo, revision, file string) (size int64, sha256Hex string, ok bool) {
+	e := h.files[hubPath(repo, revision, file)]
+	if e == nil {
+		return 0, "", false
+	}
+	e.load()
+	return e.syn.Size(), e.sha, true
+}
+
+// Open returns the file served at (repo, revision, file) as a reader of any range that holds
+// nothing in memory, or ok false when the hub has no such file.
+func (h *Hub) Open(repo, revision, file string) (f *gguf.Synthetic, ok bool) {
+	e := h.files[hubPath(repo, revision, file)]
+	if e == nil {
+		return nil, false
+	}
+	e.load()
+	return e.syn, true
+}
+
+// load makes the entry's Synthetic and sha256, and keeps a small file's bytes.
 func (e *hubEntry) load() {
-	if e.data != nil {
+	if e.syn != nil {
 		return
 	}
-	e.data = gguf.Bytes(e.file.Spec)
-	sum := sha256.Sum256(e.data)
-	e.sha = hex.EncodeToString(sum[:])
+	syn, err := gguf.NewSynthetic(e.file.Spec)
+	if err != nil {
+		panic(fmt.Sprintf("sim: hub file %s: %v", e.file.Path(), err)) // Validate checked it
+	}
+	h := sha256.New()
+	if syn.Size() <= HubMaterializeMaxBytes {
+		e.data = make([]byte, syn.Size())
+		syn.ReadAt(e.data, 0) // cannot fail: the buffer is the file's size
+		h.Write(e.data)
+	} else {
+		syn.WriteTo(h) // cannot fail: a hash takes every write
+	}
+	e.syn, e.sha = syn, hex.EncodeToString(h.Sum(nil))
 }
 
 // --- faults, set by the harness between events ---
@@ -372,6 +430,15 @@ func (h *Hub) resetBudget() int64 {
 		return -1
 	}
 	return h.faults.resetAfter
+}
+
+// SetChunkBytes changes the largest body chunk, in bytes (1 to 16 MiB); it applies from each
+// download's next chunk.
+func (h *Hub) SetChunkBytes(n int) {
+	if n <= 0 || n > hubChunkBytesMax {
+		panic(fmt.Sprintf("sim: hub chunk size %d B is not in 1 B to %d B", n, hubChunkBytesMax))
+	}
+	h.chunkBytes = n
 }
 
 // SetBandwidth changes the per-connection bandwidth, in bytes per second; it applies from each
@@ -583,7 +650,7 @@ func (h *Hub) lookup(r hubReq) (*hubEntry, api.HubResp) {
 // the range start, or 416 when the range starts at or past the end.
 func (h *Hub) success(r hubReq, e *hubEntry) (api.HubResp, *hubEntry, string) {
 	e.load()
-	size := int64(len(e.data))
+	size := e.syn.Size()
 	resp := api.HubResp{ReqID: r.reqID, Status: 200, SHA256: e.sha, Size: size}
 	var faults []string
 	if r.kind == "get" && r.rangeStart >= 0 {
@@ -619,7 +686,7 @@ func joinFaults(fs []string) string {
 
 // planBody sets up a GET's body: its range, a corrupted byte, a reset budget.
 func (h *Hub) planBody(env node.Env, ex *hubExchange, e *hubEntry) {
-	ex.entry, ex.next, ex.end = e, ex.resp.Offset, int64(len(e.data))
+	ex.entry, ex.next, ex.end = e, ex.resp.Offset, e.syn.Size()
 	ex.resetLeft = h.resetBudget()
 	if ex.end > ex.next && take(&h.faults.corruptN) {
 		ex.corruptAt = ex.next + env.Rand().Int64N(ex.end-ex.next)
@@ -701,7 +768,7 @@ func (h *Hub) answer(env node.Env, ex *hubExchange) {
 
 // chunkLen is the size of the exchange's next chunk under the current settings.
 func (h *Hub) chunkLen(ex *hubExchange) int64 {
-	n := min(int64(h.cfg.ChunkBytes), ex.end-ex.next)
+	n := min(int64(h.chunkBytes), ex.end-ex.next)
 	if ex.resetLeft >= 0 {
 		n = min(n, ex.resetLeft)
 	}
@@ -733,7 +800,11 @@ func transferTime(n, bytesPerSec int64) time.Duration {
 func (h *Hub) sendChunk(env node.Env, ex *hubExchange) {
 	n := h.chunkLen(ex)
 	data := make([]byte, n)
-	copy(data, ex.entry.data[ex.next:ex.next+n])
+	if ex.entry.data != nil {
+		copy(data, ex.entry.data[ex.next:ex.next+n])
+	} else {
+		ex.entry.syn.ReadAt(data, ex.next) // cannot fail: the range is inside the file
+	}
 	if ex.corruptAt >= ex.next && ex.corruptAt < ex.next+n {
 		data[ex.corruptAt-ex.next] ^= 0xFF
 	}

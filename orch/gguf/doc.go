@@ -2,8 +2,9 @@
 // llama.cpp.
 //
 // Its job is to answer, for a file the hive downloaded or found on disk, "is this a model file
-// llama.cpp will load, and what is it?" (Read, Validate, Header.Info), and to make small
-// synthetic model files for the simulator's hub and for tests (Write, Bytes).
+// llama.cpp will load, and what is it?" (Read, Validate, Header.Info), and to make
+// synthetic model files for the simulator's hub and for tests (Write, Bytes, and Synthetic,
+// which reads any range of a file of any size without holding the file).
 //
 // A GGUF file is, in little-endian order: the magic "GGUF", a uint32 version (2 and 3 are
 // accepted), a uint64 tensor count, a uint64 metadata count, the typed metadata key-value

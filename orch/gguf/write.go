@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"math/rand/v2"
 	"strconv"
 )
 
@@ -30,30 +29,28 @@ type Spec struct {
 	// PayloadBytes is the total size of the tensor data, in bytes: a multiple of 4 (F32
 	// elements), split into tensors of at most 1 GiB. Zero writes no tensors.
 	PayloadBytes int64
-	// Seed selects the tensor data: the same spec always gives the same bytes.
+	// Seed selects the tensor data: the same spec always gives the same bytes (see Synthetic
+	// for how they are made).
 	Seed uint64
 }
 
 // Layout of the synthetic files.
 const (
-	writeAlignment   = 32      // general.alignment of written files
-	tensorBytesMax   = 1 << 30 // the largest tensor Write makes, in bytes
-	writeChunkBytes  = 64 << 10
-	payloadPCGStream = 0x67677566 // "gguf": the PCG stream of tensor data
+	writeAlignment   = 32         // general.alignment of written files
+	tensorBytesMax   = 1 << 30    // the largest tensor Write makes, in bytes
+	payloadPCGStream = 0x67677566 // "gguf": mixed into the PCG state of every payload block
 )
 
 // Write writes the GGUF file that s describes to w. It builds the header in memory, then
-// streams the tensor data in 64 KiB chunks, so a multi-gigabyte payload costs no memory. It
-// checks s before writing anything.
+// streams the tensor data in 64 KiB blocks, so a multi-gigabyte payload costs no memory. It
+// checks s before writing anything. The bytes are those of NewSynthetic(s).
 func Write(w io.Writer, s Spec) error {
-	hdr, sizes, err := encodeHeader(s)
+	f, err := NewSynthetic(s)
 	if err != nil {
 		return err
 	}
-	if _, err := w.Write(hdr); err != nil {
-		return fmt.Errorf("gguf: writing header: %w", err)
-	}
-	return writePayload(w, sizes, s.Seed)
+	_, err = f.WriteTo(w)
+	return err
 }
 
 // Bytes returns the file that s describes. It panics if s is invalid: it is for tests and
@@ -167,38 +164,4 @@ func paddingFor(n int64) int64 {
 // appendPadding pads b with zeros to a multiple of the alignment.
 func appendPadding(b []byte) []byte {
 	return append(b, make([]byte, paddingFor(int64(len(b))))...)
-}
-
-// writePayload streams the tensor data: each tensor's bytes from one PCG stream, then zero
-// padding to the alignment.
-func writePayload(w io.Writer, sizes []int64, seed uint64) error {
-	if len(sizes) == 0 {
-		return nil
-	}
-	src := rand.NewPCG(seed, payloadPCGStream)
-	buf := make([]byte, min(writeChunkBytes, sizes[0]+writeAlignment))
-	for _, n := range sizes {
-		for left := n; left > 0; {
-			chunk := buf[:min(left, int64(len(buf)))]
-			fillRandom(chunk, src)
-			if _, err := w.Write(chunk); err != nil {
-				return fmt.Errorf("gguf: writing tensor data: %w", err)
-			}
-			left -= int64(len(chunk))
-		}
-		var zeros [writeAlignment]byte
-		if _, err := w.Write(zeros[:paddingFor(n)]); err != nil {
-			return fmt.Errorf("gguf: writing tensor padding: %w", err)
-		}
-	}
-	return nil
-}
-
-// fillRandom fills b from src, 8 bytes a draw.
-func fillRandom(b []byte, src *rand.PCG) {
-	var word [8]byte
-	for i := 0; i < len(b); i += 8 {
-		binary.LittleEndian.PutUint64(word[:], src.Uint64())
-		copy(b[i:], word[:])
-	}
 }

@@ -46,6 +46,8 @@ type download struct {
 	rangeStart int64  // where the open GET's body starts
 	got        int64  // body bytes received on the open GET
 
+	hash partialHash // the running sha256 of the partial file's first bytes (see verify.go)
+
 	attempts     int // consecutive failed attempts
 	verifyFailed int // files that failed verification
 	resumedFrom  int64

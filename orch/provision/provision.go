@@ -9,8 +9,10 @@
 // crashes; others wait for the holder to finish, or take the lease over once it has expired and
 // resume from the holder's partial file. The body goes into <path>.partial, fetched with HEAD
 // (size and sha256) then a ranged GET that resumes after any interruption, a restart included;
-// the file is checked (sha256 and gguf.Validate) before it is renamed into place, and a file
-// that fails is removed and fetched again, a bounded number of times.
+// the file is checked (its sha256, kept running as the body is written, so that only a resumed
+// part is ever read back, once; and gguf.Validate, which reads the header only) before it is
+// renamed into place, and a file that fails is removed and fetched again, a bounded number of
+// times.
 //
 // Caller's duties (the hive): call Start once per incarnation before anything else; pass every
 // message to Handle first and drop those it claims (hub answers from Config.Hub and the
