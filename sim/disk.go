@@ -31,8 +31,9 @@ const (
 // Remove are durable at once; a file that was never synced does not survive a power failure.
 //
 // Faults: FlipByte, ClobberHeader and TruncateTo change a file's content in both images (media
-// corruption); FailSyncs makes syncs fail; SetSpaceBudget makes writes fail with ENOSPC; and
-// SetSlowIO makes every read, write and sync cost the process that does it simulated time.
+// corruption); FailSyncs makes syncs fail; SetSpaceBudget makes writes fail with ENOSPC (and
+// FreeBytes reports the room left); and SetSlowIO makes every read, write and sync cost the
+// process that does it simulated time.
 //
 // Crash points: every mutating operation (WriteAt, Truncate, Sync, Rename, Remove) is counted
 // (WritesSoFar), and CrashAfterWrites freezes the disk at the k-th one from now, so a test can
@@ -320,6 +321,22 @@ func (d *Disk) SetSpaceBudget(bytes int64) { d.budget = max(bytes, 0) }
 
 // SpaceBudget is the disk's space budget; 0 is unlimited.
 func (d *Disk) SpaceBudget() int64 { return d.budget }
+
+// unlimitedCapacityBytes is the capacity FreeBytes reports for a disk without a space budget:
+// 1 PiB, more than any simulated run writes, so a free-space check never refuses on it.
+const unlimitedCapacityBytes int64 = 1 << 50
+
+// FreeBytes is the room left on the disk, in bytes (it makes a Disk a provision.FreeSpacer):
+// the space budget minus Used(), never negative; without a budget the disk is unlimited and
+// reports unlimitedCapacityBytes (1 PiB) minus Used(). It never fails. Like the budget, it
+// counts volatile data, so it is the room the next writes can use.
+func (d *Disk) FreeBytes() (int64, error) {
+	capacity := d.budget
+	if capacity <= 0 {
+		capacity = unlimitedCapacityBytes
+	}
+	return max(capacity-d.Used(), 0), nil
+}
 
 // SetSlowIO makes every read, write and sync on the disk cost perOp of simulated time (0 or
 // less: free). A Sim holds a process busy, after each Start or Handle, for the I/O it did.
