@@ -23,7 +23,7 @@ func provisionEntries() []Entry {
 			FaultKinds: []string{"hub-rate-limit", "hub-5xx", "hub-hang"}, build: buildRateLimit,
 			ensure: ensureHubFault("hub-rate-limit", 1)},
 		{ID: "provisioner/hub-errors", Doc: "downloads of a missing repository, a missing file and a gated repository without a token: each ends at once with DOWNLOAD_FAILED naming the cause and what to do, never retried, nothing registered; the servable models still download",
-			FaultKinds: []string{"hub-5xx", "net-delay"}, build: buildHubErrors},
+			FaultKinds: []string{"hub-5xx", "net-delay", "disk-full"}, build: buildHubErrors},
 		{ID: "provisioner/gguf-validation", Doc: "downloaded bytes are corrupted: the sha256 (the hub's ETag) and GGUF checks catch it before registration, the bad file is removed and the download retried",
 			FaultKinds: []string{"hub-corrupt", "net-delay"}, build: buildValidation,
 			ensure: ensureHubFault("hub-corrupt", 2)},
@@ -85,6 +85,7 @@ func buildValidation(rng *rand.Rand, k Knobs) Scenario {
 
 func buildHubErrors(rng *rand.Rand, k Knobs) Scenario {
 	sc := oneHubFault(rng, k, "download failed: not found")
+	sc.Hub.BandwidthBytesPerSec = 128 << 10
 	gated := sc.Hub.Files[0]
 	gated.Repo, gated.Gated, gated.Token = "meta-llama/Gated-Model-GGUF", true, "hf_secret"
 	gated.Spec.Name = gated.Repo
