@@ -27,6 +27,7 @@ var plantCases = []struct {
 	{"provisioner-double-download", "provisioner/single-flight", 10},
 	{"provisioner-ignore-retry-after", "provisioner/rate-limit-429", 10},
 	{"provisioner-resume-wrong-offset", "provisioner/resume", 30},
+	{"provisioner-retry-terminal", "provisioner/hub-errors", 5},
 	{"provisioner-skip-checksum", "provisioner/gguf-validation", 10},
 }
 

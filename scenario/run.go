@@ -238,6 +238,7 @@ func (r *run) sent(at time.Duration, from, to node.Addr, m node.Msg) {
 // delivered records returns at the client side: the first response that reaches the client.
 func (r *run) delivered(at time.Duration, from, to node.Addr, m node.Msg) {
 	r.flow.delivered(at, from, to, m)
+	r.watchTerminal(at, from, to, m)
 	if resp, ok := m.(api.RegistryResp); ok && from == r.queen {
 		r.hist.Return(to, resp, int64(at))
 	}

@@ -18,6 +18,7 @@ var Known = map[string]string{
 	"provisioner-double-download":     "hives sharing a disk each download the same model instead of one waiting for the other",
 	"provisioner-ignore-retry-after":  "a 429 is retried after the normal backoff, before its Retry-After",
 	"provisioner-resume-wrong-offset": "a resumed download asks for the wrong range and appends bytes at the wrong place",
+	"provisioner-retry-terminal":      "a 404, 401 or 403 from the hub is retried like a 5xx",
 	"provisioner-skip-checksum":       "a downloaded file is not checked against the hub's sha256 before it is kept",
 	"registry-lost-update":            "the registry's compare-and-set does not compare versions",
 	"registry-stale-routing":          "claims hand out stale-but-busy and unconfirmed workers",

@@ -7,9 +7,13 @@ import (
 	"github.com/rbee-sim/rbee-sim/orch/node"
 )
 
+// PlantRetryTerminal retries a 404, 401 or 403 from the hub like a 5xx, with backoff, instead of
+// ending the download at once (see orch/plant).
+const PlantRetryTerminal = "provisioner-retry-terminal"
+
 // hubError handles an error answer of the hub: 429 (and 503 with Retry-After) waits exactly
 // Retry-After; other 5xx back off; 416 starts the file over; 404, 401 and 403 end the download
-// at once, naming the cause.
+// at once, naming the cause: retrying them only asks the hub again for what it refused for good.
 func (p *Provisioner) hubError(env node.Env, d *download, m api.HubResp) {
 	why := fmt.Sprintf("hub answered %d %s %s", m.Status, m.ErrorCode, m.Message)
 	switch {
@@ -31,12 +35,20 @@ func (p *Provisioner) hubError(env node.Env, d *download, m api.HubResp) {
 		p.retry(env, d, why, 0)
 	case m.Status == 404:
 		env.Observe(node.Mark("download failed: not found"))
+		if p.cfg.Plants.Has(PlantRetryTerminal) {
+			p.retry(env, d, why, 0)
+			return
+		}
 		if err := env.Disk().Remove(d.partial()); err != nil && !node.IsNotExist(err) {
 			env.Log().Warn("provision: cannot remove partial file", "file", d.id, "err", err)
 		}
 		p.fail(env, d, notFound(d.req, m))
 	case m.Status == 401 || m.Status == 403:
 		env.Observe(node.Mark("download failed: gated"))
+		if p.cfg.Plants.Has(PlantRetryTerminal) {
+			p.retry(env, d, why, 0)
+			return
+		}
 		p.syncPartial(env, d)
 		p.fail(env, d, api.Errorf(CodeDownloadFailed, fmt.Sprintf("accept the model's licence "+
 			"at https://huggingface.co/%s and set HF_TOKEN to a token with access to it", d.req.Repo),

@@ -64,3 +64,15 @@ func TestPlantDoubleDownload(t *testing.T) {
 	b.p.Request(b.env, modelReq)
 	b.expectHead() // despite a's live lease
 }
+
+func TestPlantRetryTerminal(t *testing.T) {
+	for _, status := range []int{404, 401, 403} {
+		r := newRig(t, "hive-a", nil, plantConfig(PlantRetryTerminal))
+		r.p.Request(r.env, modelReq)
+		h := r.expectHead()
+		r.deliver(api.HubResp{ReqID: h.ReqID, Status: status, ErrorCode: "RepoNotFound"})
+		r.noDone()
+		r.advance(r.backoffMax(1))
+		r.expectHead() // the hub is asked again for what it refused for good
+	}
+}
