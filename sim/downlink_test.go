@@ -79,9 +79,10 @@ func TestDownlinkQueuesMessagesBehindBulkTraffic(t *testing.T) {
 	if got := dst.at["test.tick"]; len(got) != 1 || got[0] != time.Second+time.Millisecond {
 		t.Fatalf("same-machine message arrived at %v, want %v: it must not cross the downlink", got, time.Second+time.Millisecond)
 	}
-	bytes, maxQueue := s.Network().DownlinkStats("m2")
-	if bytes != 10_000_000+DefaultWireSize || maxQueue != time.Second {
-		t.Fatalf("downlink stats: %d bytes, longest wait %v; want %d and 1s", bytes, maxQueue, 10_000_000+DefaultWireSize)
+	st := s.Network().Downlink("m2")
+	if st.Bytes != 10_000_000+DefaultWireSize || st.MaxWait != time.Second || st.MaxControlWait != time.Second ||
+		st.ControlWaitAt != time.Second+time.Millisecond {
+		t.Fatalf("downlink stats %+v; want %d bytes, the control message waiting 1s from 1.001s", st, 10_000_000+DefaultWireSize)
 	}
 }
 
@@ -97,7 +98,28 @@ func TestDownlinkIdleAddsOnlyTransmissionTime(t *testing.T) {
 			t.Fatalf("bulk %d arrived at %v, want %v", i, at, want)
 		}
 	}
-	if _, maxQueue := s.Network().DownlinkStats("m2"); maxQueue != 0 {
-		t.Fatalf("spaced messages waited %v in the queue, want 0", maxQueue)
+	if st := s.Network().Downlink("m2"); st.MaxWait != 0 {
+		t.Fatalf("spaced messages waited %v in the queue, want 0", st.MaxWait)
+	}
+}
+
+// TestDownlinkServesInArrivalOrder: the link serves messages in the order they reach it, not
+// the order they were sent: a bulk message delayed on its way does not hold up a control
+// message that reaches the link first.
+func TestDownlinkServesInArrivalOrder(t *testing.T) {
+	s, dst := downlinkRig()
+	s.Network().SetLink("src", "dst", LinkConfig{Latency: 500 * time.Millisecond})
+	s.At(time.Second, "send bulk", func() { s.Inject("test", "src", sendAll{[]node.Msg{bulk{1}}}) })
+	s.At(1100*time.Millisecond, "send ping", func() {
+		s.Network().SetLink("src", "dst", LinkConfig{Latency: time.Millisecond})
+		s.Inject("test", "src", sendAll{[]node.Msg{ping{1}}})
+	})
+	s.Run(time.Minute)
+	wantPing := 1101*time.Millisecond + time.Duration(float64(DefaultWireSize)/10e6*float64(time.Second))
+	if got := dst.at["test.ping"]; len(got) != 1 || got[0] != wantPing {
+		t.Fatalf("ping arrived at %v, want %v: it reached the idle link before the delayed bulk", got, wantPing)
+	}
+	if got := dst.at["test.bulk"]; len(got) != 1 || got[0] != 1600*time.Millisecond {
+		t.Fatalf("bulk arrived at %v, want 1.6s", got)
 	}
 }

@@ -61,9 +61,19 @@ type downlink struct {
 	bytesPerSec int64
 	// freeAt is when the link has sent everything queued so far.
 	freeAt time.Duration
-	// bytes is every byte that crossed it; maxQueue the longest wait a message had.
-	bytes    int64
-	maxQueue time.Duration
+	stats  DownlinkStats
+}
+
+// DownlinkStats describe what crossed a machine's downlink.
+type DownlinkStats struct {
+	// Bytes is every byte that crossed it.
+	Bytes int64
+	// MaxWait is the longest time a message waited in its queue.
+	MaxWait time.Duration
+	// MaxControlWait is the longest wait of a control message (one without a WireSize), and
+	// ControlWaitAt when that message reached the link.
+	MaxControlWait time.Duration
+	ControlWaitAt  time.Duration
 }
 
 func newNetwork(rng *rand.Rand) *Network {
@@ -79,17 +89,18 @@ type WireSizer interface{ WireSize() int }
 // control message with its framing.
 const DefaultWireSize = 256
 
-func wireSize(m node.Msg) int64 {
+// wireSize is m's size on the wire, and whether it is a control message (no WireSize).
+func wireSize(m node.Msg) (int64, bool) {
 	if w, ok := m.(WireSizer); ok {
-		return int64(w.WireSize())
+		return int64(w.WireSize()), false
 	}
-	return DefaultWireSize
+	return DefaultWireSize, true
 }
 
 // SetDownlink gives machine an inbound link of bytesPerSec, shared by every process on it: a
 // message from another machine reaches it after its network delay, then waits for the messages
-// ahead of it on the link (first come, first served, in the order they were sent), then takes
-// its wire size over the capacity. Traffic between processes of one machine does not cross it.
+// that reached it before (first come, first served), then takes its wire size over the
+// capacity. Traffic between processes of one machine does not cross it.
 // 0 or less removes the limit. A saturated link delays control messages behind download
 // bodies, as a full NIC queue does.
 func (n *Network) SetDownlink(machine string, bytesPerSec int64) {
@@ -100,26 +111,31 @@ func (n *Network) SetDownlink(machine string, bytesPerSec int64) {
 	n.downlinks[machine] = &downlink{bytesPerSec: bytesPerSec}
 }
 
-// DownlinkStats reports the bytes that crossed a machine's downlink and the longest time a
-// message waited in its queue; zero without a downlink.
-func (n *Network) DownlinkStats(machine string) (bytes int64, maxQueue time.Duration) {
+func (n *Network) hasDownlink(machine string) bool { _, ok := n.downlinks[machine]; return ok }
+
+// Downlink reports what crossed a machine's downlink; zero without one.
+func (n *Network) Downlink(machine string) DownlinkStats {
 	if d, ok := n.downlinks[machine]; ok {
-		return d.bytes, d.maxQueue
+		return d.stats
 	}
-	return 0, 0
+	return DownlinkStats{}
 }
 
-// cross returns when a message of size bytes that reaches machine's downlink at arrive has
-// crossed it.
-func (n *Network) cross(machine string, arrive time.Duration, size int64) time.Duration {
+// cross returns when m, reaching machine's downlink at arrive, has crossed it.
+func (n *Network) cross(machine string, arrive time.Duration, m node.Msg) time.Duration {
 	d, ok := n.downlinks[machine]
 	if !ok {
 		return arrive
 	}
+	size, control := wireSize(m)
 	start := max(arrive, d.freeAt)
-	d.maxQueue = max(d.maxQueue, start-arrive)
+	wait := start - arrive
+	d.stats.MaxWait = max(d.stats.MaxWait, wait)
+	if control && wait > d.stats.MaxControlWait {
+		d.stats.MaxControlWait, d.stats.ControlWaitAt = wait, arrive
+	}
 	d.freeAt = start + time.Duration(float64(size)/float64(d.bytesPerSec)*float64(time.Second))
-	d.bytes += size
+	d.stats.Bytes += size
 	return d.freeAt
 }
 

@@ -13,6 +13,7 @@ const (
 	evTimer
 	evStart
 	evAction
+	evCross // a message reaches its target machine's downlink (see Network.SetDownlink)
 )
 
 func (k eventKind) String() string {
@@ -23,6 +24,8 @@ func (k eventKind) String() string {
 		return "timer"
 	case evStart:
 		return "start"
+	case evCross:
+		return "cross"
 	case evAction:
 		return "action"
 	}

@@ -223,6 +223,9 @@ func (s *Sim) dispatch(e event) {
 		s.start(e)
 	case evDeliver, evTimer:
 		s.deliver(e)
+	case evCross:
+		e.kind, e.at = evDeliver, s.net.cross(e.to.machine, s.now, e.msg)
+		s.schedule(e)
 	}
 }
 
@@ -284,16 +287,16 @@ func (s *Sim) send(p *proc, to node.Addr, m node.Msg) {
 		s.trace.record(s.now, "drop", p.addr, to, m.MsgName(), nil)
 		return
 	}
-	at := func(d time.Duration) time.Duration {
-		if target.machine == p.machine {
-			return s.now + d
-		}
-		return s.net.cross(target.machine, s.now+d, wireSize(m))
+	// A message for another machine with a limited downlink first reaches the link (evCross),
+	// where it queues behind what arrived before it.
+	kind := evDeliver
+	if target.machine != p.machine && s.net.hasDownlink(target.machine) {
+		kind = evCross
 	}
-	s.schedule(event{at: at(d1), kind: evDeliver, to: target, inc: target.inc, from: p.addr, msg: m})
+	s.schedule(event{at: s.now + d1, kind: kind, to: target, inc: target.inc, from: p.addr, msg: m})
 	if copies == 2 {
 		s.trace.record(s.now, "dup", p.addr, to, m.MsgName(), nil)
-		s.schedule(event{at: at(d2), kind: evDeliver, to: target, inc: target.inc, from: p.addr, msg: m})
+		s.schedule(event{at: s.now + d2, kind: kind, to: target, inc: target.inc, from: p.addr, msg: m})
 	}
 }
 
