@@ -253,6 +253,7 @@ type hubReq struct {
 	reqID                       uint64
 	repo, revision, file, token string
 	rangeStart                  int64
+	window                      int64 // flow control window of a GET, 0 for none
 }
 
 // hubExchange is one answered-or-about-to-be request: its answer, then for a GET its body.
@@ -266,6 +267,8 @@ type hubExchange struct {
 	next, end int64     // body bytes still to send: [next, end)
 	corruptAt int64     // the body byte to flip, -1 for none
 	resetLeft int64     // bytes until a reset, -1 for none
+	window    int64     // flow control: body bytes the client lets us send, -1 for no limit
+	blocked   bool      // the window is spent: the next chunk waits for HubCredit
 	answered  bool
 	timer     node.TimerID
 }
@@ -532,9 +535,12 @@ func (h *Hub) Handle(env node.Env, from node.Addr, m node.Msg) {
 			revision: m.Revision, file: m.File, token: m.Token, rangeStart: -1})
 	case api.HubGetReq:
 		h.handleRequest(env, from, hubReq{kind: "get", reqID: m.ReqID, repo: m.Repo,
-			revision: m.Revision, file: m.File, token: m.Token, rangeStart: max(m.RangeStart, -1)})
+			revision: m.Revision, file: m.File, token: m.Token, rangeStart: max(m.RangeStart, -1),
+			window: max(m.Window, 0)})
 	case api.HubCancel:
 		h.handleCancel(env, from, m)
+	case api.HubCredit:
+		h.handleCredit(env, from, m)
 	default:
 		env.Log().Warn("hub: unexpected message dropped", "from", from, "msg", m.MsgName())
 	}
@@ -560,7 +566,10 @@ func (h *Hub) handleRequest(env node.Env, from node.Addr, r hubReq) {
 	h.log[idx].Status = resp.Status
 	h.seq++
 	ex := &hubExchange{seq: h.seq, client: from, req: r, resp: resp, logIdx: idx,
-		corruptAt: -1, resetLeft: -1}
+		corruptAt: -1, resetLeft: -1, window: -1}
+	if r.window > 0 {
+		ex.window = r.window
+	}
 	if entry != nil && r.kind == "get" {
 		h.planBody(env, ex, entry)
 	}
@@ -772,12 +781,36 @@ func (h *Hub) chunkLen(ex *hubExchange) int64 {
 	if ex.resetLeft >= 0 {
 		n = min(n, ex.resetLeft)
 	}
+	if ex.window > 0 {
+		n = min(n, ex.window)
+	}
 	return n
+}
+
+// handleCredit widens a flow-controlled download's window and sends on if it was blocked.
+func (h *Hub) handleCredit(env node.Env, from node.Addr, m api.HubCredit) {
+	seq, ok := h.byKey[hubKey{from, m.ReqID}]
+	if !ok || m.Bytes <= 0 {
+		return
+	}
+	ex := h.open[seq]
+	if ex.window < 0 {
+		return // not flow-controlled
+	}
+	ex.window += m.Bytes
+	if ex.blocked {
+		ex.blocked = false
+		h.scheduleChunk(env, ex)
+	}
 }
 
 // scheduleChunk sets the timer for the next chunk: the time the chunk takes at the bandwidth.
 // With nothing left to send (an empty body) it ends the body at once.
 func (h *Hub) scheduleChunk(env node.Env, ex *hubExchange) {
+	if ex.window == 0 && ex.next < ex.end && ex.resetLeft != 0 {
+		ex.blocked = true // wait for HubCredit
+		return
+	}
 	n := h.chunkLen(ex)
 	if n == 0 {
 		h.finish(env, ex)
@@ -810,6 +843,9 @@ func (h *Hub) sendChunk(env node.Env, ex *hubExchange) {
 	}
 	env.Send(ex.client, api.HubChunk{ReqID: ex.req.reqID, Offset: ex.next, Data: data})
 	ex.next += n
+	if ex.window > 0 {
+		ex.window -= n
+	}
 	h.stats.Chunks++
 	h.log[ex.logIdx].BytesSent += n
 	if ex.resetLeft >= 0 {

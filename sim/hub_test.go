@@ -611,3 +611,39 @@ func BenchmarkHubChunkThroughput(b *testing.B) {
 	}
 	b.ReportMetric(float64(moved)/time.Since(start).Seconds(), "sim-bytes/s")
 }
+
+// TestHubFlowControl: a GET with a window gets no more body than the window until HubCredit
+// widens it; then the body goes on where it stopped and completes.
+func TestHubFlowControl(t *testing.T) {
+	r := newHubRig(t, testHubConfig(), 1)
+	g := get(1, -1)
+	g.Window = 100_000
+	r.send(0, g)
+	r.s.Run(10 * time.Second)
+	sent := func() int64 {
+		var n int64
+		for _, c := range r.cli.chunks[1] {
+			n += int64(len(c.Data))
+		}
+		return n
+	}
+	if got := sent(); got != 100_000 {
+		t.Fatalf("with a 100000-byte window the hub sent %d bytes", got)
+	}
+	if len(r.cli.ends[1]) != 0 {
+		t.Fatalf("a blocked download ended: %+v", r.cli.ends[1])
+	}
+	r.send(20*time.Second, api.HubCredit{ReqID: 1, Bytes: 50_000})
+	r.s.Run(30 * time.Second)
+	if got := sent(); got != 150_000 {
+		t.Fatalf("after 50000 bytes of credit the hub had sent %d bytes, want 150000", got)
+	}
+	r.send(40*time.Second, api.HubCredit{ReqID: 1, Bytes: 1 << 30})
+	r.s.Run(time.Minute)
+	if body := r.cli.body(t, 1, 0); !bytes.Equal(body, r.data) {
+		t.Fatal("the flow-controlled body differs from the file")
+	}
+	if e := r.cli.end(t, 1); e.Err != "" {
+		t.Fatalf("end = %+v", e)
+	}
+}

@@ -30,6 +30,15 @@ type (
 		File       string `json:"file"`
 		Token      string `json:"token,omitempty"`
 		RangeStart int64  `json:"range_start"`
+		// Window, when positive, is flow control: the hub sends at most Window body bytes until
+		// HubCredit grants more (as a receive window does; a client that reads slowly gets the
+		// same from TCP). 0 lets the hub send the whole body as fast as it can.
+		Window int64 `json:"window,omitempty"`
+	}
+	// HubCredit lets a flow-controlled download (HubGetReq.Window) send Bytes more.
+	HubCredit struct {
+		ReqID uint64 `json:"req_id"`
+		Bytes int64  `json:"bytes"`
 	}
 	// HubCancel closes a download's connection.
 	HubCancel struct {
@@ -82,6 +91,9 @@ func (HubGetReq) MsgName() string { return "hub.get" }
 
 // MsgName implements node.Msg.
 func (HubCancel) MsgName() string { return "hub.cancel" }
+
+// MsgName implements node.Msg.
+func (HubCredit) MsgName() string { return "hub.credit" }
 
 // MsgName implements node.Msg.
 func (HubResp) MsgName() string { return "hub.resp" }

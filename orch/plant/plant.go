@@ -12,16 +12,18 @@ import "sort"
 
 // Known lists every planted bug the project has, with what it breaks.
 var Known = map[string]string{
-	"catalog-ack-before-commit":       "the catalog acknowledges a registration before its transaction commits",
-	"catalog-delete-corrupt":          "catalog recovery deletes the corrupt catalog file instead of backing it up",
-	"catalog-no-dedupe":               "the catalog has no key on the model ID, so a model can be registered twice",
-	"provisioner-double-download":     "hives sharing a disk each download the same model instead of one waiting for the other",
-	"provisioner-ignore-retry-after":  "a 429 is retried after the normal backoff, before its Retry-After",
-	"provisioner-resume-wrong-offset": "a resumed download asks for the wrong range and appends bytes at the wrong place",
-	"provisioner-retry-terminal":      "a 404, 401 or 403 from the hub is retried like a 5xx",
-	"provisioner-skip-checksum":       "a downloaded file is not checked against the hub's sha256 before it is kept",
-	"registry-lost-update":            "the registry's compare-and-set does not compare versions",
-	"registry-stale-routing":          "claims hand out stale-but-busy and unconfirmed workers",
+	"catalog-ack-before-commit":               "the catalog acknowledges a registration before its transaction commits",
+	"catalog-delete-corrupt":                  "catalog recovery deletes the corrupt catalog file instead of backing it up",
+	"catalog-no-dedupe":                       "the catalog has no key on the model ID, so a model can be registered twice",
+	"provisioner-double-download":             "hives sharing a disk each download the same model instead of one waiting for the other",
+	"provisioner-ignore-bandwidth-limit":      "downloads are never throttled: the hive's bandwidth limit is ignored",
+	"provisioner-ignore-retry-after":          "a 429 is retried after the normal backoff, before its Retry-After",
+	"provisioner-progress-percent-of-attempt": "progress of a resumed download reports the percent of this attempt's bytes, not of the file",
+	"provisioner-resume-wrong-offset":         "a resumed download asks for the wrong range and appends bytes at the wrong place",
+	"provisioner-retry-terminal":              "a 404, 401 or 403 from the hub is retried like a 5xx",
+	"provisioner-skip-checksum":               "a downloaded file is not checked against the hub's sha256 before it is kept",
+	"registry-lost-update":                    "the registry's compare-and-set does not compare versions",
+	"registry-stale-routing":                  "claims hand out stale-but-busy and unconfirmed workers",
 }
 
 // Names returns the known plant names in sorted order.

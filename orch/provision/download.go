@@ -45,6 +45,7 @@ type download struct {
 	gotResp    bool   // the open GET was answered 200/206
 	rangeStart int64  // where the open GET's body starts
 	got        int64  // body bytes received on the open GET
+	credit     int64  // body bytes the open GET may still send (flow control; see bandwidth.go)
 
 	hash partialHash // the running sha256 of the partial file's first bytes (see verify.go)
 
@@ -97,8 +98,9 @@ func (p *Provisioner) closeReq(env node.Env, d *download) {
 		env.Send(p.cfg.Hub, api.HubCancel{ReqID: d.hubReq})
 	}
 	delete(p.byReq, d.hubReq)
-	d.hubReq = 0
+	d.hubReq, d.credit = 0, 0
 	p.stopTimer(env, d, kindStall)
+	p.stopTimer(env, d, kindCredit)
 }
 
 // wake continues a download after a wait: lease first, then metadata, then the body.
@@ -144,18 +146,26 @@ func (p *Provisioner) sendGet(env node.Env, d *download) {
 	if p.gated(env, d) {
 		return
 	}
+	var window int64
+	if p.limited() {
+		if window = p.openWindow(env, d); window == 0 {
+			return
+		}
+	}
 	start := d.pos
 	if start > 0 && p.cfg.Plants.Has(PlantResumeWrongOffset) {
 		start++
 	}
 	if start > 0 {
+		// Progress says "resuming from N%" from the latest break on.
+		d.resumed, d.resumedFrom = true, d.pos
 		env.Observe(node.Mark("download resumed"))
 	}
 	d.phase = phaseGet
 	id := p.newReq(env, d)
 	d.rangeStart = start
 	env.Send(p.cfg.Hub, api.HubGetReq{ReqID: id, Repo: d.req.Repo, Revision: d.req.Revision,
-		File: d.req.File, Token: p.cfg.Token, RangeStart: start})
+		File: d.req.File, Token: p.cfg.Token, RangeStart: start, Window: window})
 }
 
 func (p *Provisioner) handleResp(env node.Env, m api.HubResp) {
@@ -194,8 +204,12 @@ func (p *Provisioner) onHead(env node.Env, d *download, m api.HubResp) {
 		d.resumed, d.resumedFrom = true, d.pos
 		env.Observe(node.Mark("download resumed"))
 	}
-	d.tickBytes = d.pos
-	p.setTimer(env, d, kindTick, p.cfg.ProgressInterval)
+	if d.timers[kindTick].id == 0 {
+		// Progress ticks on through retries: restarting it at every attempt would leave the
+		// clients of a download whose attempts break within a second without any progress.
+		d.tickBytes = d.pos
+		p.setTimer(env, d, kindTick, p.cfg.ProgressInterval)
+	}
 	p.sendGet(env, d)
 }
 
@@ -242,11 +256,9 @@ func (p *Provisioner) handleChunk(env node.Env, m api.HubChunk) {
 		p.syncPartial(env, d)
 	}
 	p.setTimer(env, d, kindStall, p.cfg.ChunkTimeout)
-	if wait := p.bucket.spend(env.Now(), int64(len(m.Data)), p.cfg); wait > 0 {
-		env.Observe(node.Mark("download throttled"))
-		p.closeReq(env, d)
-		d.phase = phaseWait
-		p.setTimer(env, d, kindWake, wait)
+	if p.limited() {
+		d.credit -= int64(len(m.Data))
+		p.topUp(env, d)
 	}
 }
 
@@ -336,11 +348,21 @@ func (p *Provisioner) end(env node.Env, d *download, done Done) {
 
 // tick sends Progress to every requester and sets the next tick.
 func (p *Provisioner) tick(env node.Env, d *download) {
-	rate := float64(d.pos-d.tickBytes) / p.cfg.ProgressInterval.Seconds()
+	gained := d.pos - d.tickBytes
+	if gained < 0 {
+		// The file started over during the interval (a 200 to a ranged GET, a body that
+		// failed verification): count what was written since.
+		gained = d.pos
+	}
+	rate := float64(gained) / p.cfg.ProgressInterval.Seconds()
 	d.tickBytes = d.pos
+	pct := d.percent()
+	if p.cfg.Plants.Has(PlantProgressPercentOfAttempt) {
+		pct = percent(d.got, d.size)
+	}
 	for _, s := range d.subs {
 		env.Send(s.Addr, Progress{ID: d.id, ReqID: s.ReqID, Bytes: d.pos, Total: d.size,
-			Percent: d.percent(), BytesPerSec: int64(rate), Resumed: d.resumed,
+			Percent: pct, BytesPerSec: int64(rate), Resumed: d.resumed,
 			ResumedFromPercent: percent(d.resumedFrom, d.size)})
 	}
 	p.setTimer(env, d, kindTick, p.cfg.ProgressInterval)

@@ -41,7 +41,7 @@ const (
 	CodeDownloadCancelled api.Code = "DOWNLOAD_CANCELLED"
 )
 
-// Planted bugs of this package (see orch/plant); they are not in plant.Known yet.
+// Planted bugs of this package (see orch/plant; each is in plant.Known).
 const (
 	// PlantIgnoreRetryAfter retries a 429 after the normal backoff, not after Retry-After.
 	PlantIgnoreRetryAfter = "provisioner-ignore-retry-after"
@@ -49,6 +49,9 @@ const (
 	PlantResumeWrongOffset = "provisioner-resume-wrong-offset"
 	// PlantSkipChecksum renames a downloaded file into place without checking its sha256.
 	PlantSkipChecksum = "provisioner-skip-checksum"
+	// PlantProgressPercentOfAttempt reports the percent of the current attempt's bytes, not of
+	// the file, once a download has resumed.
+	PlantProgressPercentOfAttempt = "provisioner-progress-percent-of-attempt"
 	// PlantDoubleDownload ignores another process's live lease and downloads anyway.
 	PlantDoubleDownload = "provisioner-double-download"
 )

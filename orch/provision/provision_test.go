@@ -330,22 +330,39 @@ func TestProgressAtMostEverySecond(t *testing.T) {
 	}
 }
 
-func TestBandwidthLimitClosesAndResumes(t *testing.T) {
+// TestBandwidthLimitIsFlowControl: a limited GET opens with the bucket's tokens as its window;
+// when the window is spent the hive grants more credit as the bucket refills (1000 B/s here),
+// never closing the connection, and the download completes on the same GET.
+func TestBandwidthLimitIsFlowControl(t *testing.T) {
 	cfg := testConfig()
 	cfg.BandwidthBytesPerSec, cfg.BurstBytes = 1000, 2000
 	r := newRig(t, "hive-a", nil, cfg)
 	r.p.Request(r.env, modelReq)
 	r.answerHead()
 	g := r.expectGet(0)
+	if g.Window != 2000 {
+		t.Fatalf("first window %d, want the full bucket of 2000", g.Window)
+	}
 	r.serve(g, 206, modelData, 2000, "open")
 	r.wantMark("download throttled")
-	if m, ok := r.next().(api.HubCancel); !ok || m.ReqID != g.ReqID {
-		t.Fatalf("want HubCancel, got %+v", m)
-	}
-	r.advance(2*time.Second - 1) // the bucket refills at 1000 B/s
+	r.advance(2 * time.Second) // the bucket refills at 1000 B/s; a quantum is 2000
 	r.noHub()
-	r.advance(1)
-	r.expectGet(2000)
+	r.advance(time.Millisecond)
+	if m, ok := r.next().(api.HubCredit); !ok || m.ReqID != g.ReqID || m.Bytes != 2000 {
+		t.Fatalf("want HubCredit of 2000 for request %d, got %+v", g.ReqID, m)
+	}
+	for off := int64(2000); off < modelSize; off += 2000 {
+		end := min(off+2000, modelSize)
+		r.deliver(api.HubChunk{ReqID: g.ReqID, Offset: off, Data: append([]byte(nil), modelData[off:end]...)})
+		if end < modelSize {
+			r.advance(2*time.Second + time.Millisecond)
+			if m, ok := r.next().(api.HubCredit); !ok || m.Bytes != 2000 {
+				t.Fatalf("at %d: want HubCredit of 2000, got %+v", end, m)
+			}
+		}
+	}
+	r.deliver(api.HubEnd{ReqID: g.ReqID})
+	r.wantModel(r.done())
 }
 
 func TestFileChangedOnHubStartsOver(t *testing.T) {

@@ -134,10 +134,11 @@ func (p *Provisioner) Handle(env node.Env, from node.Addr, m node.Msg) bool {
 type timerKind uint8
 
 const (
-	kindWake  timerKind = iota // backoff, Retry-After, lease poll or bandwidth wait is over
-	kindStall                  // no answer or chunk for ChunkTimeout
-	kindRenew                  // renew the lease
-	kindTick                   // send Progress
+	kindWake   timerKind = iota // backoff, Retry-After, lease poll or bandwidth wait is over
+	kindStall                   // no answer or chunk for ChunkTimeout
+	kindRenew                   // renew the lease
+	kindTick                    // send Progress
+	kindCredit                  // the bucket has credit for the open GET again
 	kindCount
 )
 
@@ -183,5 +184,7 @@ func (p *Provisioner) handleTimer(env node.Env, m timerMsg) {
 		p.renewLease(env, d)
 	case kindTick:
 		p.tick(env, d)
+	case kindCredit:
+		p.topUp(env, d)
 	}
 }
