@@ -29,6 +29,8 @@ var plantCases = []struct {
 	{"provisioner-resume-wrong-offset", "provisioner/resume", 30},
 	{"provisioner-retry-terminal", "provisioner/hub-errors", 5},
 	{"provisioner-skip-checksum", "provisioner/gguf-validation", 10},
+	{"provisioner-ignore-bandwidth-limit", "provisioner/bandwidth-limit", 5},
+	{"provisioner-progress-percent-of-attempt", "provisioner/progress", 10},
 }
 
 // TestPlantedBugsAreCaughtAndReplay proves the checkers bite: with each plant switched on, some

@@ -100,6 +100,7 @@ type run struct {
 	pendingAtChaos map[reqKey]bool
 	hubMon         hubMonitor
 	flow           flowMonitor
+	term           *terminalMonitor
 }
 
 // Run runs a valid scenario and judges it.
@@ -140,6 +141,9 @@ func newRun(sc Scenario, o Options) *run {
 		r.s.Trace().WriteJSON(o.Trace)
 	}
 	r.s.Network().SetDefault(sc.Network)
+	for _, m := range sortedKeys(sc.Downlinks) {
+		r.s.Network().SetDownlink(m, sc.Downlinks[m])
+	}
 	qcfg := queen.DefaultConfig()
 	qcfg.MaxWorkers, qcfg.HeartbeatTimeout, qcfg.StaleGrace = sc.Queen.MaxWorkers, sc.Queen.HeartbeatTimeout, sc.Queen.StaleGrace
 	qcfg.Plants = plant.NewSet(sc.Plants...)
@@ -166,7 +170,8 @@ func newRun(sc Scenario, o Options) *run {
 		hcfg.Catalog, hcfg.CatalogBusyTimeout, hcfg.Plants = h.Catalog, -1, plant.NewSet(sc.Plants...)
 		if sc.Hub != nil && h.Catalog {
 			pcfg := provision.DefaultConfig()
-			pcfg.Hub, pcfg.Plants = HubAddr, plant.NewSet(sc.Plants...)
+			pcfg.Hub, pcfg.Plants = HubAddr, plant.NewSet(withPrefix(sc.Plants, "provisioner-")...)
+			sc.Provisioner.apply(&pcfg)
 			hcfg.Provision = &pcfg
 		}
 		machine := h.Machine
@@ -190,6 +195,7 @@ func newRun(sc Scenario, o Options) *run {
 			func() node.Node { return keeper.NewCatalogClient(ccfg) })
 	}
 	r.mon = newMonitors(sc, r.s)
+	r.flow = newFlowMonitor(r)
 	r.hubMon.s = r.s
 	if sc.Hub != nil {
 		r.hubMon.files = sc.Hub.Files
@@ -498,4 +504,15 @@ func (r *Result) WriteHistoryHTML(path string) error {
 		return r.catLin.WriteVisualization(path, r.annotate)
 	}
 	return fmt.Errorf("no linearizability check failed in this run, so there is no history to draw")
+}
+
+// withPrefix returns the names that start with prefix: the plants of one component.
+func withPrefix(names []string, prefix string) []string {
+	var out []string
+	for _, n := range names {
+		if strings.HasPrefix(n, prefix) {
+			out = append(out, n)
+		}
+	}
+	return out
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/rbee-sim/rbee-sim/orch/keeper"
 	"github.com/rbee-sim/rbee-sim/orch/node"
 	"github.com/rbee-sim/rbee-sim/orch/plant"
+	"github.com/rbee-sim/rbee-sim/orch/provision"
 	"github.com/rbee-sim/rbee-sim/sim"
 )
 
@@ -44,11 +45,43 @@ type Scenario struct {
 	CatalogClients []CatalogClientSpec `json:"catalog_clients,omitempty"`
 	// Hub, when set, is a simulated model hub at address "hub" that hives download from.
 	Hub *sim.HubConfig `json:"hub,omitempty"`
+	// Provisioner, when set, overrides the hives' download settings; zero fields keep the
+	// provisioner's defaults.
+	Provisioner *ProvisionerSpec `json:"provisioner,omitempty"`
+	// Downlinks limits machines' inbound links, in bytes per second (sim.Network.SetDownlink):
+	// download bodies and control messages share them.
+	Downlinks map[string]int64 `json:"downlinks,omitempty"`
 	// Plants are planted bugs to switch on (needs a -tags plant build).
 	Plants []string `json:"plants,omitempty"`
 	// Require lists coverage marks the run must reach; a run that misses one is invalid: it
 	// did not test what it claims to.
 	Require []string `json:"require,omitempty"`
+}
+
+// ProvisionerSpec is the download settings of every hive (see provision.Config).
+type ProvisionerSpec struct {
+	// BandwidthBytesPerSec is each hive's download limit; 0 is unlimited.
+	BandwidthBytesPerSec int64 `json:"bandwidth_bytes_per_sec,omitempty"`
+	// BurstBytes is the size of each hive's token bucket.
+	BurstBytes int64 `json:"burst_bytes,omitempty"`
+	// FreeSpaceMarginBytes is the free space a download must leave on the disk.
+	FreeSpaceMarginBytes int64 `json:"free_space_margin_bytes,omitempty"`
+}
+
+// apply copies the spec's non-zero settings into cfg; a nil spec changes nothing.
+func (p *ProvisionerSpec) apply(cfg *provision.Config) {
+	if p == nil {
+		return
+	}
+	if p.BandwidthBytesPerSec > 0 {
+		cfg.BandwidthBytesPerSec = p.BandwidthBytesPerSec
+	}
+	if p.BurstBytes > 0 {
+		cfg.BurstBytes = p.BurstBytes
+	}
+	if p.FreeSpaceMarginBytes > 0 {
+		cfg.FreeSpaceMarginBytes = p.FreeSpaceMarginBytes
+	}
 }
 
 // HubAddr is the address of the simulated model hub.
@@ -124,6 +157,18 @@ func (sc Scenario) Validate() error {
 	}
 	if err := sc.Network.Validate(); err != nil {
 		add("network: %v", err)
+	}
+	if p := sc.Provisioner; p != nil {
+		cfg := provision.DefaultConfig()
+		p.apply(&cfg)
+		if err := cfg.Validate(); err != nil {
+			add("provisioner: %v", err)
+		}
+	}
+	for _, m := range sortedKeys(sc.Downlinks) {
+		if sc.Downlinks[m] <= 0 {
+			add("downlinks: machine %q has %d bytes/s; give a positive capacity or leave the machine out", m, sc.Downlinks[m])
+		}
 	}
 	if err := sc.Faults.Validate(sc.Topology()); err != nil {
 		add("faults: %v", err)

@@ -2,13 +2,11 @@ package scenario
 
 import (
 	"fmt"
-	"runtime"
-	"sync"
 	"time"
-	"weak"
 
 	"github.com/rbee-sim/rbee-sim/orch/api"
 	"github.com/rbee-sim/rbee-sim/orch/node"
+	"github.com/rbee-sim/rbee-sim/sim"
 )
 
 // The monitor behind checkTerminalNotRetried (provisioner/hub-errors). A 404, 401 or 403 is the
@@ -38,7 +36,7 @@ func hubFilePath(repo, revision, file string) string {
 	if revision == "" {
 		revision = "main"
 	}
-	return repo + "/resolve/" + revision + "/" + file
+	return sim.HubFile{Repo: repo, Revision: revision, File: file}.Path()
 }
 
 // terminalMonitor is the state of checkTerminalNotRetried. It holds plain data only: it lives in
@@ -82,22 +80,13 @@ type refusal struct {
 	lifted     bool          // a new ask reached the hive since
 }
 
-// terminalMonitors holds each run's terminalMonitor, found by the run's weak pointer: run has
-// no field for it. An entry goes when its run is garbage collected (runtime.AddCleanup), so a
-// run judged invalid before this checker ran leaks nothing.
-var terminalMonitors sync.Map // weak.Pointer[run] -> *terminalMonitor
-
 // terminal returns this run's terminalMonitor, making it on first use.
 func (r *run) terminal() *terminalMonitor {
-	key := weak.Make(r)
-	if m, ok := terminalMonitors.Load(key); ok {
-		return m.(*terminalMonitor)
+	if r.term == nil {
+		r.term = &terminalMonitor{reqs: map[reqKey]hubRequestSeen{}, files: map[hiveFile]*refusedFile{},
+			asks: map[hiveAsk]int{}, acted: map[reqKey]bool{}}
 	}
-	m := &terminalMonitor{reqs: map[reqKey]hubRequestSeen{}, files: map[hiveFile]*refusedFile{},
-		asks: map[hiveAsk]int{}, acted: map[reqKey]bool{}}
-	terminalMonitors.Store(key, m)
-	runtime.AddCleanup(r, func(k weak.Pointer[run]) { terminalMonitors.Delete(k) }, key)
-	return m
+	return r.term
 }
 
 // watchTerminal is the delivery hook of the monitor; it ignores every other message cheaply.
