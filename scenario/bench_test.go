@@ -30,3 +30,29 @@ func BenchmarkRegistryScenario(b *testing.B) {
 	b.ReportMetric(float64(events)/wall, "events/s")
 	b.ReportMetric(100*checkS/wall, "porcupine-%")
 }
+
+// BenchmarkProvisionerScenarios runs each provisioner/* scenario (about 11 simulated minutes,
+// faults included) and reports its time compression and event rate.
+func BenchmarkProvisionerScenarios(b *testing.B) {
+	for _, e := range Catalogue() {
+		if len(e.ID) < 12 || e.ID[:12] != "provisioner/" {
+			continue
+		}
+		b.Run(e.ID[12:], func(b *testing.B) {
+			var simS float64
+			var events uint64
+			start := time.Now()
+			for i := 0; i < b.N; i++ {
+				res := Run(e.Generate(uint64(i+1), Knobs{}), Options{})
+				if !res.Passed {
+					b.Fatalf("seed %d failed: %+v", i+1, res.FirstFailure())
+				}
+				simS += res.SimSeconds
+				events += res.Events
+			}
+			wall := time.Since(start).Seconds()
+			b.ReportMetric(simS/wall, "sim-s/wall-s")
+			b.ReportMetric(float64(events)/wall, "events/s")
+		})
+	}
+}
