@@ -48,6 +48,12 @@ func (h *Hive) Handle(env node.Env, from node.Addr, m node.Msg) {
 		h.handleCatalog(env, from, m, m.ReqID)
 	case api.CatalogRestoreReq:
 		h.handleCatalog(env, from, m, m.ReqID)
+	case api.WorkerReady:
+		h.handleWorkerReady(env, from, m)
+	case api.WorkerStatus:
+		h.handleWorkerStatus(env, from, m)
+	case api.WorkerLoading:
+		env.Log().Debug("worker loading", "worker", m.Worker, "percent", m.Percent)
 	case api.DeviceFault:
 		h.handleDeviceFault(env, m)
 	case api.WorkerHang:
@@ -84,6 +90,12 @@ func (h *Hive) register(env node.Env, w *worker) {
 func (h *Hive) handleHeartbeatTick(env node.Env) {
 	env.After(h.cfg.HeartbeatInterval, heartbeatTick{})
 	for _, w := range h.workers {
+		if h.cfg.WorkerProcesses {
+			h.checkWorkerAlive(env, w)
+			if !w.ready {
+				continue
+			}
+		}
 		if w.hangs > 0 || w.pending != nil {
 			continue
 		}
@@ -137,7 +149,7 @@ func (h *Hive) noteEpoch(env node.Env, epoch uint64) {
 	env.Observe(node.Mark("hive re-registered after queen restart"))
 	for _, w := range h.workers {
 		w.registered = false
-		if w.hangs == 0 {
+		if w.hangs == 0 && (w.ready || !h.cfg.WorkerProcesses) {
 			h.register(env, w)
 		}
 	}

@@ -1,10 +1,12 @@
 // Package hive is rbee-hive, the pool manager on every machine, as a sans-IO node.Node.
 //
-// In this slice the hive owns a set of workers (described by Config.Workers): it registers
-// them with the queen's registry, heartbeats for them, re-registers them when the queen
-// restarts or forgets them, moves them to a fallback device after a device fault (a new
-// incarnation), and runs work on them for clients that hold a claim. Later issues add the
-// model catalog, downloads, preflight and real worker processes.
+// The hive owns a set of workers (described by Config.Workers): it registers them with the
+// queen's registry, heartbeats for them, re-registers them when the queen restarts or forgets
+// them, and moves them to a fallback device after a device fault (a new incarnation). Either it
+// runs work on them itself for clients that hold a claim, or (Config.WorkerProcesses) the
+// workers are processes of their own (orch/worker) that report ready and status to the hive,
+// which registers them when ready and removes them when they go silent. It also keeps the
+// machine's model catalog and downloads models (orch/provision).
 //
 // Callers' duties: give the hive a valid Config (Config.Validate) and a Disk it can keep its
 // incarnation counter on; several hives may share one Disk if their addresses differ.
@@ -54,6 +56,15 @@ type Config struct {
 	// Provision, when set, makes the hive download models from the hub it names (needs
 	// Catalog: downloaded files are registered there). Nil means no downloads.
 	Provision *provision.Config
+	// WorkerProcesses says the workers are processes of their own (llm-worker-rbee at the
+	// address of their ID): the hive registers a worker only once it reports ready
+	// (api.WorkerReady), follows its status reports (api.WorkerStatus), and removes it from the
+	// registry when they stop for WorkerStatusTimeout. False: the hive runs work itself
+	// (api.UseReq) and registers every worker at start.
+	WorkerProcesses bool
+	// WorkerStatusTimeout is how long a worker process may go without a status report before
+	// the hive counts it dead. Default 15s; zero means the default.
+	WorkerStatusTimeout time.Duration
 }
 
 // DefaultConfig returns a config with every default set and no workers.
@@ -71,6 +82,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.UseDedupMax == 0 {
 		c.UseDedupMax = d.UseDedupMax
+	}
+	if c.WorkerStatusTimeout == 0 {
+		c.WorkerStatusTimeout = 15 * time.Second
 	}
 	return c
 }
@@ -128,6 +142,11 @@ type worker struct {
 	// when none.
 	pending api.RegistryRequest
 	active  int
+	// Worker processes (Config.WorkerProcesses): ready once it reported ready; lastStatus is
+	// when it last reported; dead once the hive counted it lost, until it reports again.
+	ready      bool
+	lastStatus time.Time
+	lost       bool
 }
 
 type useKey struct {
@@ -184,7 +203,9 @@ func (h *Hive) Start(env node.Env) {
 	}
 	sortWorkers(h.workers)
 	for _, w := range h.workers {
-		h.register(env, w)
+		if !h.cfg.WorkerProcesses {
+			h.register(env, w)
+		}
 	}
 	env.After(h.cfg.HeartbeatInterval, heartbeatTick{})
 	env.After(h.cfg.RetryInterval, retryTick{})
