@@ -15,6 +15,7 @@ var Known = map[string]string{
 	"catalog-ack-before-commit":               "the catalog acknowledges a registration before its transaction commits",
 	"catalog-delete-corrupt":                  "catalog recovery deletes the corrupt catalog file instead of backing it up",
 	"catalog-no-dedupe":                       "the catalog has no key on the model ID, so a model can be registered twice",
+	"keeper-no-backoff":                       "on ALL_SLOTS_BUSY the client retries at once instead of backing off",
 	"provisioner-double-download":             "hives sharing a disk each download the same model instead of one waiting for the other",
 	"provisioner-ignore-bandwidth-limit":      "downloads are never throttled: the hive's bandwidth limit is ignored",
 	"provisioner-ignore-retry-after":          "a 429 is retried after the normal backoff, before its Retry-After",
