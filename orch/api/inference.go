@@ -9,7 +9,7 @@ import (
 
 // The inference path. A client (rbee-keeper) sends InferReq to the queen; the queen routes it to
 // a worker (llm-worker-rbee) by sending the worker an InferReq of its own (its own ReqID: an
-// attempt); the worker streams InferToken messages and ends with exactly one InferDone to
+// attempt) and tells the client InferAccepted; the worker streams InferToken messages and ends with exactly one InferDone to
 // whoever sent the request; the queen relays tokens and the end to the client. InferCancel
 // stops a request at either hop. The real runtime maps these onto
 // POST /v1/inference (a server-sent-event stream of tokens, then a done event) and
@@ -36,6 +36,12 @@ type (
 		// MaxTime caps the generation itself (default DefaultMaxTime); past it the request ends
 		// with the tokens so far, finish reason "timeout" and GENERATION_TIMEOUT.
 		MaxTime time.Duration `json:"max_time,omitempty"`
+	}
+	// InferAccepted says a request was taken on (routed to a worker, or queued by one): the
+	// stream's response headers. It carries no promise about when the first token comes.
+	InferAccepted struct {
+		ReqID  uint64    `json:"req_id"`
+		Worker node.Addr `json:"worker,omitempty"`
 	}
 	// InferToken is one generated token. Index counts from 0 and is contiguous: no gap, no
 	// duplicate, also across a failover.
@@ -180,6 +186,9 @@ type (
 
 // MsgName implements node.Msg.
 func (InferReq) MsgName() string { return "infer.req" }
+
+// MsgName implements node.Msg.
+func (InferAccepted) MsgName() string { return "infer.accepted" }
 
 // MsgName implements node.Msg.
 func (InferToken) MsgName() string { return "infer.token" }

@@ -319,6 +319,10 @@ func (c *InferClient) Handle(env node.Env, from node.Addr, m node.Msg) {
 		return
 	}
 	switch m := m.(type) {
+	case api.InferAccepted:
+		if i, ok := c.byID[m.ReqID]; ok && c.reqs[i].reqID == m.ReqID && c.reqs[i].res.Outcome == OutcomeOpen {
+			c.answered(env, &c.reqs[i]) // the queen has it: no resend
+		}
 	case api.InferToken:
 		c.handleToken(env, m)
 	case api.InferDone:

@@ -546,3 +546,23 @@ func TestInferPlantNoBackoff(t *testing.T) {
 		t.Errorf("result %+v, want 4 attempts with no time between them", res)
 	}
 }
+
+// TestInferAcceptedStopsResends: once the queen says it took the request on, a first token
+// that comes late (a queued request) is waited for, not taken for a dead queen.
+func TestInferAcceptedStopsResends(t *testing.T) {
+	r := newInferRig(t, inferConfig(spec(tiny)))
+	r.advance(0)
+	req := one[api.InferReq](r)
+	r.advance(50 * time.Millisecond)
+	r.c.Handle(r.env, queenAddr, api.InferAccepted{ReqID: req.ReqID, Worker: "worker-1"})
+	r.advance(20 * time.Second)
+	r.none("after the request was accepted")
+	if res := r.result(0); res.Outcome != OutcomeOpen {
+		t.Fatalf("accepted request ended %q while waiting for its first token", res.Outcome)
+	}
+	r.tokens(req.ReqID, 0, 1)
+	r.done(api.InferDone{ReqID: req.ReqID, FinishReason: api.FinishStop, Tokens: 2})
+	if res := r.ended(0, OutcomeCompleted, ExitOK); res.Sends != 1 || len(res.Tokens) != 2 {
+		t.Fatalf("result %+v, want one send and two tokens", res)
+	}
+}
