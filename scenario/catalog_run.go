@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -128,19 +129,23 @@ func (r *run) machineOf(a node.Addr) string {
 	return string(a)
 }
 
-// catalogMonitor checks catalog answers as they arrive: between two rebuilds of a machine's
-// catalog, a model is inserted at most once.
+// catalogMonitor follows catalog answers as they reach the clients: acknowledged
+// registrations, backups and restores, list scans and rebuilds. (Whether a model was inserted
+// twice is judged on the whole history at the end, by insertedTwice.)
 type catalogMonitor struct {
-	inserted   map[string]reqKey // machine|id -> the request whose registration inserted it
-	twice      string
 	rebuilds   []api.CatalogRebuilt
 	registered map[string]api.ModelRecord // machine|id -> acknowledged record
+	// replied holds the registrations whose first reply came: a repeat of a reply (a
+	// duplicated message, or the hive answering a resent request from memory) is no news.
+	replied map[reqKey]bool
 	// open counts registrations in flight per machine|id; raced counts registrations sent
 	// while another of the same model on the same machine was still unanswered.
 	open  map[string]map[reqKey]bool
 	raced int
-	// ackAt is when each machine|id registration was last acknowledged.
-	ackAt map[string]time.Duration
+	// ackAt is when each machine|id registration was last acknowledged, and ackReq by which
+	// request.
+	ackAt  map[string]time.Duration
+	ackReq map[string]reqKey
 	// maint are backups and restores by request; backups by name once done; restores done.
 	maint    map[reqKey]*maintOp
 	backups  map[string]*maintOp
@@ -202,16 +207,25 @@ func (m *catalogMonitor) maintained(at time.Duration, machine string, key reqKey
 		m.backups[op.name] = op
 	case op.ok:
 		m.restores = append(m.restores, op)
-		m.forgetInserts(machine) // the restored catalog lacks what came after its backup
 	}
 }
 
 // mustSurvive reports whether an acknowledged registration must be in the final catalog: it
-// must, unless a later restore brought back a backup that began before it was acknowledged.
-func (m *catalogMonitor) mustSurvive(key string) bool {
+// must, unless a restore that may have run after it (one that ended after the registration
+// was sent) brought back a backup that began before it was acknowledged. The order in which
+// the replies reached the clients says nothing about the order the hive ran the two in: the
+// registration's reply may have been delayed past the restore's. invoked holds when each
+// request was first sent.
+func (m *catalogMonitor) mustSurvive(key string, invoked map[reqKey]time.Duration) bool {
 	at := m.ackAt[key]
+	from := at
+	if req, ok := m.ackReq[key]; ok {
+		if t, ok := invoked[req]; ok {
+			from = t
+		}
+	}
 	for _, rs := range m.restores {
-		if rs.done <= at {
+		if rs.done <= from {
 			continue
 		}
 		b, ok := m.backups[rs.name]
@@ -239,8 +253,8 @@ func (m *catalogMonitor) invoke(client node.Addr, machine string, r api.CatalogR
 }
 
 func newCatalogMonitor() *catalogMonitor {
-	return &catalogMonitor{inserted: map[string]reqKey{}, registered: map[string]api.ModelRecord{},
-		open: map[string]map[reqKey]bool{}, ackAt: map[string]time.Duration{}, maint: map[reqKey]*maintOp{},
+	return &catalogMonitor{registered: map[string]api.ModelRecord{}, replied: map[reqKey]bool{},
+		open: map[string]map[reqKey]bool{}, ackAt: map[string]time.Duration{}, ackReq: map[string]reqKey{}, maint: map[reqKey]*maintOp{},
 		backups: map[string]*maintOp{}, lists: map[reqKey]api.CatalogListReq{}, scanLast: map[node.Addr]string{}}
 }
 
@@ -256,31 +270,80 @@ func (m *catalogMonitor) answer(at time.Duration, machine string, to node.Addr, 
 	}
 	key := machine + "|" + r.Model.ID
 	delete(m.open[key], rk)
-	m.registered[key] = r.Model
-	m.ackAt[key] = at
-	if !r.Inserted {
+	if m.replied[rk] {
 		return
 	}
-	req := reqKey{to, r.ReqID}
-	if first, ok := m.inserted[key]; ok && first != req && m.twice == "" {
-		m.twice = fmt.Sprintf("at %v model %s was inserted into the catalog of %s twice (by request %d of %s and request %d of %s)",
-			at, r.Model.ID, machine, first.id, first.client, req.id, req.client)
-	}
-	m.inserted[key] = req
+	m.replied[rk] = true
+	m.registered[key] = r.Model
+	m.ackAt[key] = at
+	m.ackReq[key] = rk
 }
 
-func (m *catalogMonitor) rebuilt(machine string, e api.CatalogRebuilt) {
+func (m *catalogMonitor) rebuilt(_ string, e api.CatalogRebuilt) {
 	m.rebuilds = append(m.rebuilds, e)
-	m.forgetInserts(machine)
 }
 
-// forgetInserts starts counting inserts afresh on machine: its catalog was replaced.
-func (m *catalogMonitor) forgetInserts(machine string) {
-	for key := range m.inserted { //det:sorted (deletes only)
-		if strings.HasPrefix(key, machine+"|") {
-			delete(m.inserted, key)
+// insertedTwice checks a catalog history (first sends and first replies, as the clients saw
+// them) for a model inserted twice into one machine's catalog. Two inserts of one model are
+// legitimate only if something that replaces the catalog may have happened between them: a
+// rebuild, or a restore (whatever its answer: a failed restore may still have swapped the
+// file), which brings back a catalog without the model. Between them means in real time, not
+// in the order the replies arrived: the hive may run a registration, then a restore, and the
+// registration's reply still reach its client after the restore's (a delayed or duplicated
+// reply). So a restore X lies between inserts A and B unless it ended before A was sent or
+// began after B was answered; a restore with no reply may have ended at any time. It returns
+// the first two inserts, by the second's reply, that nothing can separate, or "".
+func insertedTwice(ops []porcupine.Operation) string {
+	type insert struct {
+		client      node.Addr
+		reqID       uint64
+		call, ret   int64
+		id, machine string
+	}
+	var inserts []insert
+	var replacements []porcupine.Operation
+	for _, op := range ops {
+		c, r := op.Input.(model.CatalogCall), op.Output.(model.CatalogReturn)
+		if _, restore := c.Req.(api.CatalogRestoreReq); restore || c.Rebuilt {
+			replacements = append(replacements, op)
+			continue
+		}
+		var reqID uint64
+		switch q := c.Req.(type) {
+		case api.CatalogRegisterReq:
+			reqID = q.ReqID
+		case api.ModelDownloadReq:
+			reqID = q.ReqID
+		default:
+			continue
+		}
+		if r.Known && r.Resp.Err.OK() && r.Resp.Inserted {
+			inserts = append(inserts, insert{client: c.Client, reqID: reqID, call: op.Call, ret: op.Return, id: r.Resp.Model.ID, machine: c.Machine})
 		}
 	}
+	sort.SliceStable(inserts, func(i, j int) bool { return inserts[i].ret < inserts[j].ret })
+	separated := func(a, b insert) bool {
+		for _, x := range replacements {
+			if x.Input.(model.CatalogCall).Machine != a.machine {
+				continue
+			}
+			if a.call <= x.Return && x.Call <= b.ret || b.call <= x.Return && x.Call <= a.ret {
+				return true
+			}
+		}
+		return false
+	}
+	for j, b := range inserts {
+		for _, a := range inserts[:j] {
+			if a.machine != b.machine || a.id != b.id || separated(a, b) {
+				continue
+			}
+			return fmt.Sprintf("at %v model %s was inserted into the catalog of %s twice (by request %d of %s and request %d of %s), "+
+				"with no restore or rebuild of that catalog that could have come between them",
+				time.Duration(b.ret), b.id, b.machine, a.reqID, a.client, b.reqID, b.client)
+		}
+	}
+	return ""
 }
 
 // checkCatalogs judges the catalogs at the end of the run: linearizability of the recorded
@@ -294,8 +357,8 @@ func (r *run) checkCatalogs(res *Result, o Options) []CheckerResult {
 	c.Detail = fmt.Sprintf("%d catalog operations in %d partitions: %s", lin.Ops, lin.Partitions, lin.Verdict)
 	res.catLin = &lin
 	out = append(out, c)
-	twice := CheckerResult{Name: "a model is inserted once per catalog", Stage: "monitors", OK: r.catMon.twice == "",
-		Detail: r.catMon.twice}
+	dup := insertedTwice(r.catHist.Operations())
+	twice := CheckerResult{Name: "a model is inserted once per catalog", Stage: "monitors", OK: dup == "", Detail: dup}
 	if twice.OK {
 		twice.Detail = fmt.Sprintf("%d models registered", len(r.catMon.registered))
 	}
@@ -345,6 +408,7 @@ func (r *run) catalogMachines() []string {
 // compares it with what must be there.
 func (r *run) checkFinalCatalogs() []CheckerResult {
 	lost := CheckerResult{Name: "no acknowledged registration lost while its file is intact", Stage: "liveness", OK: true}
+	invoked := catalogInvocations(r.catHist.Operations())
 	bad := CheckerResult{Name: "no catalog row points to a file that fails validation", Stage: "liveness", OK: true}
 	var lostProblems, badProblems []string
 	rows := 0
@@ -355,8 +419,8 @@ func (r *run) checkFinalCatalogs() []CheckerResult {
 			continue
 		}
 		rows += len(models)
-		lostProblems = append(lostProblems, r.lostRegistrations(machine, models)...)
-		lostProblems = append(lostProblems, r.lostV1Rows(machine, models)...)
+		lostProblems = append(lostProblems, r.lostRegistrations(machine, models, invoked)...)
+		lostProblems = append(lostProblems, r.lostV1Rows(machine, models, invoked)...)
 		badProblems = append(badProblems, r.invalidRows(machine, models)...)
 	}
 	lost.OK, bad.OK = len(lostProblems) == 0, len(badProblems) == 0
@@ -369,6 +433,22 @@ func (r *run) checkFinalCatalogs() []CheckerResult {
 		bad.Detail = strings.Join(badProblems, "; ")
 	}
 	return []CheckerResult{lost, bad}
+}
+
+// catalogInvocations says when each registration or download in the catalog history was
+// first sent.
+func catalogInvocations(ops []porcupine.Operation) map[reqKey]time.Duration {
+	out := map[reqKey]time.Duration{}
+	for _, op := range ops {
+		c := op.Input.(model.CatalogCall)
+		switch q := c.Req.(type) {
+		case api.CatalogRegisterReq:
+			out[reqKey{c.Client, q.ReqID}] = time.Duration(op.Call)
+		case api.ModelDownloadReq:
+			out[reqKey{c.Client, q.ReqID}] = time.Duration(op.Call)
+		}
+	}
+	return out
 }
 
 func (r *run) finalCatalog(machine string) (map[string]catalog.Model, error) {
@@ -413,7 +493,7 @@ func (r *run) providers() []string {
 
 // lostRegistrations lists acknowledged registrations on machine whose file is intact but
 // whose row is missing or different from what was acknowledged (with a go-cmp diff).
-func (r *run) lostRegistrations(machine string, models map[string]catalog.Model) []string {
+func (r *run) lostRegistrations(machine string, models map[string]catalog.Model, invoked map[reqKey]time.Duration) []string {
 	var problems []string
 	for _, key := range sortedKeys(r.catMon.registered) {
 		m, id, _ := strings.Cut(key, "|")
@@ -421,7 +501,7 @@ func (r *run) lostRegistrations(machine string, models map[string]catalog.Model)
 			continue
 		}
 		ack := r.catMon.registered[key]
-		if !fileIntact(r.s.Disk(machine), ack.LocalPath, ack.SHA256) || !r.catMon.mustSurvive(key) {
+		if !fileIntact(r.s.Disk(machine), ack.LocalPath, ack.SHA256) || !r.catMon.mustSurvive(key, invoked) {
 			continue
 		}
 		got, ok := models[id]
@@ -442,14 +522,14 @@ func (r *run) lostRegistrations(machine string, models map[string]catalog.Model)
 // lostV1Rows lists rows of the machine's starting v1 catalog whose file is intact but that
 // are missing or changed after the migration (compared with go-cmp; the v2 column
 // vram_required is new, so it is not compared).
-func (r *run) lostV1Rows(machine string, models map[string]catalog.Model) []string {
+func (r *run) lostV1Rows(machine string, models map[string]catalog.Model, invoked map[reqKey]time.Duration) []string {
 	var problems []string
 	for i, mf := range r.sc.Models {
 		if !mf.V1 || mf.At != 0 || mf.Machine != machine {
 			continue
 		}
 		want := r.v1Model(i)
-		if !fileIntact(r.s.Disk(machine), want.LocalPath, want.SHA256) || !r.catMon.mustSurvive(machine+"|"+want.ID) {
+		if !fileIntact(r.s.Disk(machine), want.LocalPath, want.SHA256) || !r.catMon.mustSurvive(machine+"|"+want.ID, invoked) {
 			continue
 		}
 		got, ok := models[want.ID]
