@@ -25,6 +25,7 @@ var Known = map[string]string{
 	"provisioner-skip-checksum":               "a downloaded file is not checked against the hub's sha256 before it is kept",
 	"registry-lost-update":                    "the registry's compare-and-set does not compare versions",
 	"registry-stale-routing":                  "claims hand out stale-but-busy and unconfirmed workers",
+	"worker-slot-leak-on-cancel":              "a cancelled request keeps its slot, so the worker fills up and refuses work",
 }
 
 // Names returns the known plant names in sorted order.
