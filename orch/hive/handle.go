@@ -10,6 +10,9 @@ import (
 
 // Handle implements node.Node.
 func (h *Hive) Handle(env node.Env, from node.Addr, m node.Msg) {
+	if h.life.exited {
+		return // the hive exited after a shutdown; its process is going away
+	}
 	if h.downloads.prov != nil && h.downloads.prov.Handle(env, from, m) {
 		return
 	}
@@ -25,12 +28,15 @@ func (h *Hive) Handle(env node.Env, from node.Addr, m node.Msg) {
 			h.downloadDone(env, m)
 		}
 	case heartbeatTick:
-		h.handleHeartbeatTick(env)
+		if !h.life.shutdown { // a hive shutting down registers and heartbeats nothing more
+			h.handleHeartbeatTick(env)
+		}
 	case retryTick:
 		h.handleRetryTick(env)
 	case api.RegistryResp:
 		if from == h.cfg.Queen {
 			h.handleRegistryResp(env, m)
+			h.checkShutdownDone(env) // a shutdown waits for its removals
 		}
 	case api.UseReq:
 		h.handleUse(env, from, m)
@@ -49,9 +55,47 @@ func (h *Hive) Handle(env node.Env, from node.Addr, m node.Msg) {
 	case api.CatalogRestoreReq:
 		h.handleCatalog(env, from, m, m.ReqID)
 	case api.WorkerReady:
-		h.handleWorkerReady(env, from, m)
+		h.onWorkerReady(env, from, m)
 	case api.WorkerStatus:
-		h.handleWorkerStatus(env, from, m)
+		h.onWorkerStatus(env, from, m)
+	case api.ProcListResp:
+		if h.fromTable(env, from, m) {
+			h.handleProcList(env, m)
+		}
+	case api.ProcSpawned:
+		if h.fromTable(env, from, m) {
+			h.handleProcSpawned(env, m)
+		}
+	case api.ProcExited:
+		if h.fromTable(env, from, m) {
+			h.handleProcExited(env, m)
+		}
+	case api.ProcTerm:
+		h.handleProcTerm(env, from)
+	case lifeRetryTick:
+		if from == env.Self() {
+			h.handleLifeRetryTick(env)
+		}
+	case lifeTimer:
+		if from == env.Self() {
+			h.handleLifeTimer(env, m)
+		}
+	case lifeIdle:
+		if from == env.Self() {
+			h.handleLifeIdle(env, m)
+		}
+	case lifeStable:
+		if from == env.Self() {
+			h.handleLifeStable(m)
+		}
+	case shutdownGrace:
+		if from == env.Self() {
+			h.handleShutdownGrace(env)
+		}
+	case shutdownDeadline:
+		if from == env.Self() {
+			h.handleShutdownDeadline(env)
+		}
 	case api.WorkerLoading:
 		env.Log().Debug("worker loading", "worker", m.Worker, "percent", m.Percent)
 	case api.DeviceFault:

@@ -5,8 +5,10 @@
 // them, and moves them to a fallback device after a device fault (a new incarnation). Either it
 // runs work on them itself for clients that hold a claim, or (Config.WorkerProcesses) the
 // workers are processes of their own (orch/worker) that report ready and status to the hive,
-// which registers them when ready and removes them when they go silent. It also keeps the
-// machine's model catalog and downloads models (orch/provision).
+// which registers them when ready and removes them when they go silent; with
+// Config.ProcessTable it also spawns, kills, respawns and stops those processes itself
+// (lifecycle.go). It also keeps the machine's model catalog and downloads models
+// (orch/provision).
 //
 // Callers' duties: give the hive a valid Config (Config.Validate) and a Disk it can keep its
 // incarnation counter on; several hives may share one Disk if their addresses differ.
@@ -65,6 +67,36 @@ type Config struct {
 	// WorkerStatusTimeout is how long a worker process may go without a status report before
 	// the hive counts it dead. Default 15s; zero means the default.
 	WorkerStatusTimeout time.Duration
+
+	// Worker lifecycle (see lifecycle.go).
+
+	// ProcessTable, when set, is the address of the machine's process table (the process
+	// port), and the hive runs its worker processes itself: it adopts or spawns them at start,
+	// kills those that do not load in time, respawns crashed ones, stops idle ones and stops
+	// them all when it shuts down. Needs WorkerProcesses. Empty: someone else starts the
+	// workers.
+	ProcessTable node.Addr
+	// WorkerBinary is the worker program spawned. Default "llm-worker-rbee"; empty means the
+	// default.
+	WorkerBinary string
+	// Version is the hive's version: a spawned worker binary that reports another version is
+	// killed and refused (VERSION_MISMATCH). Empty: any version is accepted.
+	Version string
+	// BasePort is the first port given to worker processes; the hive takes the lowest free one
+	// from here. Default 9300; zero means the default; at most 65535.
+	BasePort int
+	// LoadTimeout is how long a spawned worker may take to report ready before it is killed
+	// (LOADING_TIMEOUT) and respawned. Default 30s; zero means the default.
+	LoadTimeout time.Duration
+	// StopGrace is how long a worker asked to stop (TERM) has before it is killed. Default
+	// 10s; zero means the default; below 30s, the bound of a whole shutdown.
+	StopGrace time.Duration
+	// IdleTimeout stops a worker process whose status reports show no active and no queued
+	// request for this long. Zero means never.
+	IdleTimeout time.Duration
+	// WorkerModelBytes is the size in bytes of each model (by model ID) passed to spawned
+	// workers (--model-bytes); a model not listed gets 0. May be nil.
+	WorkerModelBytes map[string]int64
 }
 
 // DefaultConfig returns a config with every default set and no workers.
@@ -85,6 +117,18 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WorkerStatusTimeout == 0 {
 		c.WorkerStatusTimeout = 15 * time.Second
+	}
+	if c.WorkerBinary == "" {
+		c.WorkerBinary = "llm-worker-rbee"
+	}
+	if c.BasePort == 0 {
+		c.BasePort = 9300
+	}
+	if c.LoadTimeout == 0 {
+		c.LoadTimeout = 30 * time.Second
+	}
+	if c.StopGrace == 0 {
+		c.StopGrace = 10 * time.Second
 	}
 	return c
 }
@@ -110,6 +154,7 @@ func (c Config) Validate() error {
 		}
 		seen[w.ID] = true
 	}
+	errs = append(errs, c.validateLifecycle()...)
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid hive config: %v", errs)
 	}
@@ -176,6 +221,7 @@ type Hive struct {
 	finished  []useKey // finished uses, oldest first, for eviction
 	catalog   catalogState
 	downloads downloadState
+	life      lifecycleState
 }
 
 // New returns a hive. It panics on an invalid config: validate at the edge.
@@ -211,6 +257,7 @@ func (h *Hive) Start(env node.Env) {
 	env.After(h.cfg.RetryInterval, retryTick{})
 	h.openCatalog(env) // a failure is logged; catalog requests retry the open
 	h.startDownloads(env)
+	h.startLifecycle(env)
 }
 
 func (h *Hive) incFile(env node.Env) string { return "hive/" + string(env.Self()) + "/incarnation" }
