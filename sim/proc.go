@@ -29,6 +29,11 @@ type proc struct {
 	held      []event // deliveries and timers held while paused
 	log       *slog.Logger
 	crashes   int
+	// gone: the process ended for good (Exit); Restart does nothing until AddAgain.
+	gone bool
+	// onCrash, when set, is called at the end of every Crash (not Exit) of the process: how
+	// the machine's ProcessTable learns that one of its processes died of a fault.
+	onCrash func()
 }
 
 // Up reports whether the process at addr is running (paused counts as running).
@@ -46,7 +51,17 @@ func (s *Sim) Crash(addr node.Addr) {
 	if !p.up {
 		return
 	}
-	s.trace.record(s.now, "crash", "", addr, "", nil)
+	s.down(p, "crash")
+	p.crashes++
+	if p.onCrash != nil {
+		p.onCrash()
+	}
+}
+
+// down ends the running incarnation of p: its Node, timers and undelivered messages are gone;
+// a Node that implements io.Closer is closed.
+func (s *Sim) down(p *proc, kind string) {
+	s.trace.record(s.now, kind, "", p.addr, "", nil)
 	if c, ok := p.node.(io.Closer); ok {
 		// The process dies: the OS releases what it held (open files, locks). Close must not
 		// commit or write anything; it only lets go.
@@ -54,13 +69,32 @@ func (s *Sim) Crash(addr node.Addr) {
 	}
 	p.up, p.paused, p.busy, p.node = false, false, false, nil
 	p.inc++
-	p.crashes++
 	clear(p.timers)
 	p.held = nil
 }
 
+// Exit ends the process at addr for good, as a process that exits (or is killed) and that
+// nobody restarts: if it is up it goes down as in Crash (not counted as a crash, and no crash
+// hook runs), and whether it was up or not, Restart does nothing for it from now on (a restart
+// already scheduled is void too). AddAgain puts a new process at the address.
+func (s *Sim) Exit(addr node.Addr) {
+	p := s.mustProc(addr)
+	p.gone = true
+	if p.up {
+		s.down(p, "exit")
+		return
+	}
+	p.inc++ // void a scheduled start
+}
+
+// Gone reports whether the process at addr ended for good (Exit) and was not added again.
+func (s *Sim) Gone(addr node.Addr) bool { return s.mustProc(addr).gone }
+
+// setCrashHook installs fn as the crash hook of the process at addr (nil removes it).
+func (s *Sim) setCrashHook(addr node.Addr, fn func()) { s.mustProc(addr).onCrash = fn }
+
 // Restart starts a crashed process again after delay, from its factory, on the same disk.
-// Restarting a process that is up does nothing.
+// Restarting a process that is up, or gone for good (Exit), does nothing.
 func (s *Sim) Restart(addr node.Addr, delay time.Duration) {
 	p := s.mustProc(addr)
 	s.schedule(event{at: s.now + delay, kind: evStart, to: p, inc: p.inc})

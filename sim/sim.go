@@ -146,6 +146,27 @@ func (s *Sim) Add(addr node.Addr, machine string, startAt time.Duration, factory
 	s.schedule(event{at: startAt, kind: evStart, to: p, inc: p.inc})
 }
 
+// AddAgain is Add for an address that may have existed before: a new program starting at
+// addr on machine at true time startAt, as a process spawned at runtime. An unknown address is
+// simply added. A known one must be down (crashed or Exit); it gets the new machine and
+// factory, is no longer gone, loses its crash hook, and any start scheduled for it before is
+// void. Its random stream, clock and crash count carry on. AddAgain on a running process
+// panics: two processes never share an address.
+func (s *Sim) AddAgain(addr node.Addr, machine string, startAt time.Duration, factory func() node.Node) {
+	p, ok := s.procs[addr]
+	if !ok {
+		s.Add(addr, machine, startAt, factory)
+		return
+	}
+	if p.up {
+		panic(fmt.Sprintf("sim: AddAgain(%q) while the process there is running", addr))
+	}
+	p.machine, p.disk, p.factory = machine, s.Disk(machine), factory
+	p.gone, p.onCrash = false, nil
+	p.inc++
+	s.schedule(event{at: startAt, kind: evStart, to: p, inc: p.inc})
+}
+
 // Addrs returns every process address, sorted.
 func (s *Sim) Addrs() []node.Addr {
 	out := make([]node.Addr, len(s.order))
@@ -231,7 +252,7 @@ func (s *Sim) dispatch(e event) {
 
 func (s *Sim) start(e event) {
 	p := e.to
-	if p.inc != e.inc || p.up {
+	if p.inc != e.inc || p.up || p.gone {
 		return
 	}
 	p.up = true
