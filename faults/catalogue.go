@@ -55,6 +55,9 @@ func init() {
 	for _, k := range hubKinds {
 		catalogue = append(catalogue, k)
 	}
+	for _, k := range engineKinds {
+		catalogue = append(catalogue, k)
+	}
 	slices.SortFunc(catalogue, func(a, b kind) int { return strings.Compare(a.Name(), b.Name()) })
 }
 

@@ -26,6 +26,12 @@ type Topology struct {
 	Workers map[node.Addr][]string `json:"workers,omitempty"`
 	// Files per hive: the files on the hive's machine's disk that disk faults may target.
 	Files map[node.Addr][]string `json:"files,omitempty"`
+	// Processes are worker processes (llm-worker-rbee): crashes, pauses and partitions may
+	// target them like queens and hives. Their machine is in Machines.
+	Processes []node.Addr `json:"processes,omitempty"`
+	// Engines are the inference engines of the worker processes (sim.Engine), for engine
+	// faults.
+	Engines []node.Addr `json:"engines,omitempty"`
 }
 
 // Fault is one scheduled fault: plain data, JSON-encodable, so rapid can shrink a schedule and
@@ -149,11 +155,12 @@ func sortedAddrs(lists ...[]node.Addr) []node.Addr {
 }
 
 // nodes is every address faults know, sorted.
-func (t Topology) nodes() []node.Addr { return sortedAddrs(t.Queens, t.Hives, t.Clients) }
+func (t Topology) nodes() []node.Addr { return sortedAddrs(t.Queens, t.Hives, t.Processes, t.Clients) }
 
-// servers are the queens and hives: what crashes, pauses and clock faults may target.
+// servers are the queens, hives and worker processes: what crashes, pauses and clock faults
+// may target.
 func (t Topology) servers() []node.Addr {
-	return slices.DeleteFunc(sortedAddrs(t.Queens, t.Hives), t.isClient)
+	return slices.DeleteFunc(sortedAddrs(t.Queens, t.Hives, t.Processes), t.isClient)
 }
 
 func (t Topology) isClient(a node.Addr) bool { return slices.Contains(t.Clients, a) }

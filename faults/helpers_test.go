@@ -84,6 +84,7 @@ func testTopology() Topology {
 		Devices:  map[node.Addr][]string{"hive-1": {"cuda:1", "cuda:0"}},
 		Workers:  map[node.Addr][]string{"hive-1": {"w-1"}, "hive-2": {"w-2", "w-3"}},
 		Files:    map[node.Addr][]string{"hive-1": {"models/a.gguf", "catalog.db"}},
+		Engines:  []node.Addr{"w-1-engine"},
 	}
 }
 
@@ -94,6 +95,9 @@ func newCluster(seed uint64) *cluster {
 	c := &cluster{s: s, t: testTopology(), nodes: map[node.Addr]*toy{}}
 	for _, a := range c.t.nodes() {
 		c.add(a, c.t.machine(a), 0)
+	}
+	for _, a := range c.t.Engines {
+		c.add(a, "rack-1", 0)
 	}
 	c.inj = NewInjector(s, c.t)
 	return c

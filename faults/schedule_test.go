@@ -16,6 +16,7 @@ import (
 var allKinds = []string{
 	"clock-drift", "clock-jump", "clock-skew", "crash-restart", "device-fault",
 	"disk-clobber-header", "disk-flip", "disk-fsync-fail", "disk-full", "disk-slow", "disk-truncate",
+	"engine-crash", "engine-hang", "engine-oom",
 	"hub-5xx", "hub-corrupt", "hub-hang", "hub-ignore-range", "hub-rate-limit", "hub-reset",
 	"net-delay", "net-duplicate", "net-loss", "net-reorder",
 	"partition-isolate", "partition-oneway", "partition-split", "partition-symmetric",
@@ -53,8 +54,8 @@ func TestEveryKindDrawsValidFaultsThatHeal(t *testing.T) {
 				t.Fatalf("%s drew an invalid fault %+v: %v", k.Name(), f, err)
 			}
 			lasting := mustLookup(k.Name()).lasting()
-			// For starts later (a hang, a crash point) or is not a duration of the fault (a 429's Retry-After).
-			forLater := k.Name() == "worker-hang" || k.Name() == "power-fail-at-write" || strings.HasPrefix(k.Name(), "hub-")
+			// For starts later (a hang, a crash point) or the target itself ends the fault (an engine hang).
+			forLater := k.Name() == "worker-hang" || k.Name() == "engine-hang" || k.Name() == "power-fail-at-write" || strings.HasPrefix(k.Name(), "hub-")
 			if f.Kind != k.Name() || f.At != time.Second || f.For > maxFor || (!lasting && !forLater && f.For != 0) {
 				t.Fatalf("%s drew %+v", k.Name(), f)
 			}
