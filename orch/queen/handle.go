@@ -46,7 +46,8 @@ func (q *Queen) Start(env node.Env) {
 }
 
 // Handle implements node.Node: registry requests from any peer get one RegistryResp each;
-// timers come back from the queen itself; anything else is logged and ignored.
+// inference requests, tokens, ends and cancels are routed and relayed (infer.go); timers come
+// back from the queen itself; anything else is logged and ignored.
 func (q *Queen) Handle(env node.Env, from node.Addr, m node.Msg) {
 	if !q.started {
 		panic(fmt.Sprintf("queen: Handle(%s from %s) before Start", m.MsgName(), from))
@@ -58,12 +59,29 @@ func (q *Queen) Handle(env node.Env, from node.Addr, m node.Msg) {
 	switch msg := m.(type) {
 	case deadlineTimer:
 		q.handleDeadline(env, msg)
+		q.recheckAttempts(env, msg.Worker)
 	case graceTimer:
 		q.handleGrace(env, msg)
+		q.recheckAttempts(env, msg.Worker)
 	case recoverTimer:
 		q.handleRecover(env)
+	case inferDeadlineTimer:
+		q.handleInferDeadline(env, msg)
+	case inferStallTimer:
+		q.handleInferStall(env, msg)
+	case api.InferReq:
+		q.handleInferReq(env, from, msg)
+	case api.InferToken:
+		q.handleInferToken(env, from, msg)
+	case api.InferDone:
+		q.handleInferDone(env, from, msg)
+	case api.InferCancel:
+		q.handleInferCancel(env, from, msg)
+	case api.InferCancelResp:
+		// A worker confirming a cancel of an attempt the queen already abandoned.
 	case api.RegistryRequest:
 		q.handleRequest(env, from, msg)
+		q.recheckAttempts(env, registryWorker(msg)) // a removal, staleness or restart fails attempts over
 	default:
 		env.Log().Warn("queen: ignoring unknown message", "from", from, "msg", m.MsgName())
 	}

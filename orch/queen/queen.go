@@ -10,6 +10,10 @@
 // ("persist before you acknowledge"), so a restarted queen restores its workers (as
 // unconfirmed) and its answered requests.
 //
+// The queen also routes inference (infer.go): it picks a healthy, least-loaded worker for each
+// client request, relays the worker's tokens, and fails a request over to another worker when
+// its worker fails, stalls or leaves the registry. That state is volatile: a crash loses it.
+//
 // Callers' duties: validate the Config first (New panics on a bad one); call Start once per
 // process incarnation before any Handle; never call a Queen from two goroutines at once; give
 // the queen a disk on which it alone owns the files under "queen/".
@@ -41,6 +45,8 @@ type Queen struct {
 	wal     wal
 
 	scratch []*worker // reused by handleClaim for its eligible workers
+
+	infer inferState // inference routing; volatile: a crash loses it (see infer.go)
 }
 
 // worker is one registered worker with its timers.
@@ -49,6 +55,8 @@ type worker struct {
 	gen      uint64       // generation of the worker's current timers; older timers are ignored
 	deadline node.TimerID // heartbeat deadline, zero when none is set
 	grace    node.TimerID // stale grace, zero when none is set
+
+	outstanding int // inference attempts running on it: len(q.infer.load[ID]), kept here for the router's scan
 }
 
 var _ node.Node = (*Queen)(nil)
@@ -59,7 +67,7 @@ func New(cfg Config) *Queen {
 	if err := cfg.Validate(); err != nil {
 		panic(fmt.Sprintf("queen.New: invalid config: %v", err))
 	}
-	q := &Queen{cfg: cfg}
+	q := &Queen{cfg: cfg, infer: newInferState(cfg)}
 	q.reset()
 	return q
 }
