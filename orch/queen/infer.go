@@ -163,8 +163,10 @@ func (q *Queen) Inflight() int { return len(q.infer.active) }
 // again. A refused request changed nothing, so it is not remembered: a retry is judged afresh.
 func (q *Queen) handleInferReq(env node.Env, from node.Addr, r api.InferReq) {
 	key := dedupKey{From: from, ReqID: r.ReqID}
-	if _, ok := q.infer.active[key]; ok {
+	if inf, ok := q.infer.active[key]; ok {
 		env.Observe(node.Mark("duplicate inference request ignored"))
+		// The client resent it: our InferAccepted may have been lost.
+		env.Send(from, api.InferAccepted{ReqID: r.ReqID, Worker: node.Addr(inf.att.worker)})
 		return
 	}
 	if done, ok := q.infer.finished.get(key); ok {
@@ -193,6 +195,7 @@ func (q *Queen) handleInferReq(env node.Env, from node.Addr, r api.InferReq) {
 	}
 	q.infer.active[key] = inf
 	q.startAttempt(env, inf, w, r.Timeout)
+	env.Send(from, api.InferAccepted{ReqID: r.ReqID, Worker: node.Addr(w.rec.ID)})
 	q.assertInfer()
 }
 

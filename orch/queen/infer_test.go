@@ -70,8 +70,8 @@ func (h *ih) setState(id string, to api.WorkerState) {
 func (h *ih) infer(from node.Addr, r api.InferReq) (node.Addr, api.InferReq) {
 	h.t.Helper()
 	sent := h.deliver(from, r)
-	if len(sent) != 1 {
-		h.t.Fatalf("request %d: want one forwarded attempt, got %+v", r.ReqID, sent)
+	if len(sent) != 2 || sent[1] != (nodetest.Sent{To: from, Msg: api.InferAccepted{ReqID: r.ReqID, Worker: sent[0].To}}) {
+		h.t.Fatalf("request %d: want one forwarded attempt and the client told it was accepted, got %+v", r.ReqID, sent)
 	}
 	a, ok := sent[0].Msg.(api.InferReq)
 	if !ok {
@@ -391,8 +391,8 @@ func TestInferDedup(t *testing.T) {
 	h := newIH(t, cfg)
 	h.worker("w1", "m", 4)
 	_, a := h.infer(client, req(1))
-	if sent := h.deliver(client, req(1)); len(sent) != 0 {
-		t.Fatalf("repeat in progress answered %+v", sent)
+	if sent := h.deliver(client, req(1)); len(sent) != 1 || sent[0] != (nodetest.Sent{To: client, Msg: api.InferAccepted{ReqID: 1, Worker: "w1"}}) {
+		t.Fatalf("repeat in progress answered %+v, want only InferAccepted again (not a second attempt)", sent)
 	}
 	h.wantMark("duplicate inference request ignored")
 	h.tokens("w1", a.ReqID, 0, 2)
