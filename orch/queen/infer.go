@@ -217,8 +217,14 @@ func validInfer(r api.InferReq) api.Error {
 }
 
 // refuse answers a request that never reached a worker.
+//
+// The refusal is remembered like any end: a resend of the same request (the client's
+// connection retry, crossing the refusal) gets the refusal again instead of starting work the
+// client has already given up on. A client retries a refused request under a new ReqID.
 func (q *Queen) refuse(env node.Env, key dedupKey, err api.Error) {
-	env.Send(key.From, api.InferDone{ReqID: key.ReqID, FinishReason: api.FinishError, Err: err})
+	done := api.InferDone{ReqID: key.ReqID, FinishReason: api.FinishError, Err: err}
+	q.infer.finished.add(key, done)
+	env.Send(key.From, done)
 }
 
 // routeStats counts what pick saw, for the refusal that explains it.

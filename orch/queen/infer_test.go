@@ -306,11 +306,18 @@ func TestInferModelNotServed(t *testing.T) {
 	h.must(hiveA, api.RegisterReq{ReqID: h.next(), Spec: spec("w2", 1, "m2", "cpu"), State: api.StateLoading})
 	h.must(hiveA, api.RegisterReq{ReqID: h.next(), Spec: spec("w3", 1, "m2", "cpu"), State: api.StateIdle})
 	h.setState("w3", api.StateDraining)
+	r.ReqID = 2
 	d = h.refused(client, r, api.CodeNoWorkerAvailable)
 	wantContains(t, d.Err.Message, "2 workers serving model m2", "1 loading", "1 draining", "0 not healthy")
-	// A refusal changed nothing and is not remembered: the same request, retried once a
-	// worker is ready, runs.
+	// A refusal is remembered: a resend of the same request (crossing the refusal) gets it
+	// again and starts no work; the client retries under a new ReqID, which runs once a
+	// worker is ready.
 	h.setState("w2", api.StateIdle)
+	if sent := h.deliver(client, r); len(sent) != 1 || sent[0].Msg.(api.InferDone).Err.Code != api.CodeNoWorkerAvailable {
+		t.Fatalf("a resend of a refused request answered %+v, want the refusal again", sent)
+	}
+	h.wantLoad(0, nil)
+	r.ReqID = 3
 	if to, _ := h.infer(client, r); to != "w2" {
 		t.Fatalf("retry went to %s", to)
 	}
@@ -336,10 +343,10 @@ func TestInferAdmission(t *testing.T) {
 		wantContains(t, d.Err.Message, "all 1 workers", fmt.Sprintf("%d requests outstanding for a capacity of %d", tc.capacity, tc.capacity))
 		wantContains(t, d.Err.Suggestion, "retry after 1s")
 		h.wantLoad(tc.capacity, map[string]int{"w1": tc.capacity})
-		// Not remembered: once a request ends, the retry of the refused one is admitted.
+		// Once a request ends, the client's retry (a new ReqID) is admitted.
 		a := h.q.infer.load["w1"][0].att
 		h.deliver("w1", api.InferDone{ReqID: a.id, FinishReason: api.FinishStop})
-		h.infer(client, req(99))
+		h.infer(client, req(100))
 		h.wantLoad(tc.capacity, map[string]int{"w1": tc.capacity})
 	}
 }
