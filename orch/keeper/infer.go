@@ -254,6 +254,8 @@ type InferClient struct {
 	models map[string]ModelInfo
 	reqs   []inferState
 	byID   map[uint64]int // every ReqID drawn, to its request
+	// dones are the InferDone that ended each attempt: an identical one again is a replay.
+	dones map[uint64]api.InferDone
 }
 
 // NewInferClient returns an inference client. It panics on an invalid config: validate at the
@@ -274,6 +276,7 @@ func NewInferClient(cfg InferConfig) *InferClient {
 func (c *InferClient) Start(env node.Env) {
 	c.reqs = make([]inferState, len(c.cfg.Requests))
 	c.byID = map[uint64]int{}
+	c.dones = map[uint64]api.InferDone{}
 	for i, s := range c.cfg.Requests {
 		c.reqs[i] = inferState{spec: s, res: InferResult{Index: i, Model: s.Model}}
 		env.After(s.At, inferDue{Index: i})
@@ -535,6 +538,11 @@ func (c *InferClient) handleDone(env node.Env, d api.InferDone) {
 		return
 	}
 	st := &c.reqs[i]
+	if first, ok := c.dones[d.ReqID]; ok && first == d {
+		// The queen answered a resend of an ended attempt with its end again: a replay.
+		st.res.Late++
+		return
+	}
 	switch {
 	case d.ReqID != st.reqID || st.attemptDone:
 		c.violate(env, st, Violation{ReqID: d.ReqID, Kind: ViolationSecondDone, Index: d.Tokens, Want: st.next})
@@ -546,6 +554,7 @@ func (c *InferClient) handleDone(env node.Env, d api.InferDone) {
 	c.answered(env, st)
 	env.Cancel(st.stall)
 	st.inFlight, st.attemptDone = false, true
+	c.dones[d.ReqID] = d
 	if d.Tokens != st.next {
 		c.violate(env, st, Violation{ReqID: d.ReqID, Kind: ViolationCount, Index: d.Tokens, Want: st.next})
 	}

@@ -371,7 +371,9 @@ func TestInferDuplicateAndGapAreRecordedNotFixed(t *testing.T) {
 	r.tokens(a.ReqID, 0, 1, 1, 3)
 	r.done(api.InferDone{ReqID: a.ReqID, FinishReason: api.FinishStop, Tokens: 4})
 	r.tokens(a.ReqID, 4)
+	// An identical end again is the queen replaying it for a resend: no violation.
 	r.done(api.InferDone{ReqID: a.ReqID, FinishReason: api.FinishStop, Tokens: 4})
+	r.done(api.InferDone{ReqID: a.ReqID, FinishReason: api.FinishLength, Tokens: 5})
 	res := r.result(0)
 	var got []int
 	for _, tk := range res.Tokens {
@@ -381,7 +383,7 @@ func TestInferDuplicateAndGapAreRecordedNotFixed(t *testing.T) {
 		{ReqID: a.ReqID, Kind: ViolationDuplicate, Index: 1, Want: 2},
 		{ReqID: a.ReqID, Kind: ViolationGap, Index: 3, Want: 2},
 		{ReqID: a.ReqID, Kind: ViolationAfterDone, Index: 4, Want: 4},
-		{ReqID: a.ReqID, Kind: ViolationSecondDone, Index: 4, Want: 4},
+		{ReqID: a.ReqID, Kind: ViolationSecondDone, Index: 5, Want: 4},
 	}
 	if len(got) != 4 || got[2] != 1 || got[3] != 3 || len(res.Violations) != len(want) {
 		t.Fatalf("tokens %v violations %+v, want 0 1 1 3 as received and %+v", got, res.Violations, want)
