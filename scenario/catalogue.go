@@ -65,6 +65,7 @@ func Catalogue() []Entry {
 	}
 	entries = append(entries, catalogEntries()...)
 	entries = append(entries, provisionEntries()...)
+	entries = append(entries, inferEntries()...)
 	sort.Slice(entries, func(i, j int) bool { return entries[i].ID < entries[j].ID })
 	return entries
 }

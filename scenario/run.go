@@ -100,6 +100,10 @@ type run struct {
 	pendingAtChaos map[reqKey]bool
 	hubMon         hubMonitor
 	flow           flowMonitor
+	infer          inferMonitor
+	inferCli       map[node.Addr]bool
+	workerProcs    map[node.Addr]api.WorkerSpec
+	tables         map[node.Addr]bool
 	term           *terminalMonitor
 }
 
@@ -123,6 +127,9 @@ func Run(sc Scenario, o Options) Result {
 	}
 	if r.hub != nil {
 		r.markHubFaults()
+	}
+	if len(sc.InferClients) > 0 {
+		r.markInference()
 	}
 	if o.Trace != nil {
 		r.s.Trace().Flush()
@@ -168,6 +175,14 @@ func newRun(sc Scenario, o Options) *run {
 		hcfg := hive.DefaultConfig(sc.Queen.Addr)
 		hcfg.Workers = h.Workers
 		hcfg.Catalog, hcfg.CatalogBusyTimeout, hcfg.Plants = h.Catalog, -1, plant.NewSet(sc.Plants...)
+		hcfg.WorkerProcesses = h.WorkerProcesses
+		if h.Spawn {
+			m := h.Machine
+			if m == "" {
+				m = string(h.Addr)
+			}
+			hcfg.ProcessTable, hcfg.Version, hcfg.IdleTimeout = ProcessTableAddr(m), WorkerVersionDefault, h.IdleTimeout
+		}
 		if sc.Hub != nil && h.Catalog {
 			pcfg := provision.DefaultConfig()
 			pcfg.Hub, pcfg.Plants = HubAddr, plant.NewSet(withPrefix(sc.Plants, "provisioner-")...)
@@ -188,6 +203,8 @@ func newRun(sc Scenario, o Options) *run {
 		r.s.Add(c.Addr, string(c.Addr), time.Second+time.Duration(i)*100*time.Millisecond,
 			func() node.Node { return keeper.New(kcfg) })
 	}
+	r.addWorkerProcesses()
+	r.addInferClients()
 	for i, c := range sc.CatalogClients {
 		ccfg := c.Client
 		r.catCli[c.Addr] = true
@@ -217,6 +234,7 @@ func (r *run) sent(at time.Duration, from, to node.Addr, m node.Msg) {
 		r.hubMon.sent(at, from, m)
 	}
 	r.flow.sent(at, from, to, m)
+	r.infer.sent(at, from, to, m)
 	if r.catCli[from] && r.hives[to] {
 		switch req := m.(type) {
 		case api.CatalogRegisterReq:
@@ -244,6 +262,7 @@ func (r *run) sent(at time.Duration, from, to node.Addr, m node.Msg) {
 // delivered records returns at the client side: the first response that reaches the client.
 func (r *run) delivered(at time.Duration, from, to node.Addr, m node.Msg) {
 	r.flow.delivered(at, from, to, m)
+	r.infer.delivered(at, from, to, m)
 	r.watchTerminal(at, from, to, m)
 	if resp, ok := m.(api.RegistryResp); ok && from == r.queen {
 		r.hist.Return(to, resp, int64(at))
@@ -323,6 +342,11 @@ func (r *run) judge(res *Result, o Options, completedAtChaos int) {
 			add(c)
 		}
 	}
+	if len(r.sc.InferClients) > 0 {
+		for _, c := range r.checkInference() {
+			add(c)
+		}
+	}
 	add(r.checkLiveness(completedAtChaos))
 	res.Passed = !failed(res.Checkers)
 }
@@ -342,9 +366,14 @@ func (r *run) checkAssumptions(res *Result) []CheckerResult {
 	work := CheckerResult{Name: "workload ran", Stage: "assumptions"}
 	completed := r.completed()
 	catOps := r.catalogOperations()
-	work.OK = (len(r.sc.Clients) == 0 || completed > 0 && r.hist.Len() > 0) && (len(r.sc.CatalogClients) == 0 || catOps > 0)
+	inferDone := r.inferCompleted()
+	work.OK = (len(r.sc.Clients) == 0 || completed > 0 && r.hist.Len() > 0) && (len(r.sc.CatalogClients) == 0 || catOps > 0) &&
+		(len(r.sc.InferClients) == 0 || inferDone > 0)
 	work.Detail = fmt.Sprintf("%d pieces of work completed, %d registry operations recorded, %d catalog operations answered",
 		completed, r.hist.Len(), catOps)
+	if len(r.sc.InferClients) > 0 {
+		work.Detail += fmt.Sprintf(", %d completions", inferDone)
+	}
 	out := []CheckerResult{work}
 	if len(r.sc.Require) > 0 {
 		c := CheckerResult{Name: "required paths reached", Stage: "assumptions", OK: true}

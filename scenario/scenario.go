@@ -45,6 +45,13 @@ type Scenario struct {
 	CatalogClients []CatalogClientSpec `json:"catalog_clients,omitempty"`
 	// Hub, when set, is a simulated model hub at address "hub" that hives download from.
 	Hub *sim.HubConfig `json:"hub,omitempty"`
+	// InferClients send completions through the queen to worker processes.
+	InferClients []InferClientSpec `json:"infer_clients,omitempty"`
+	// Engine configures the simulated inference engine of every worker process; nil means
+	// the engine's defaults.
+	Engine *sim.EngineConfig `json:"engine,omitempty"`
+	// WorkerQueue bounds each worker process's queue of requests waiting for a slot.
+	WorkerQueue int `json:"worker_queue,omitempty"`
 	// Provisioner, when set, overrides the hives' download settings; zero fields keep the
 	// provisioner's defaults.
 	Provisioner *ProvisionerSpec `json:"provisioner,omitempty"`
@@ -84,6 +91,9 @@ func (p *ProvisionerSpec) apply(cfg *provision.Config) {
 	}
 }
 
+// EngineAddr is the address of a worker process's simulated inference engine.
+func EngineAddr(worker string) node.Addr { return node.Addr(worker + "-engine") }
+
 // HubAddr is the address of the simulated model hub.
 const HubAddr node.Addr = "hub"
 
@@ -102,6 +112,31 @@ type HiveSpec struct {
 	Workers []api.WorkerSpec `json:"workers"`
 	// Catalog makes the hive keep its machine's model catalog.
 	Catalog bool `json:"catalog,omitempty"`
+	// WorkerProcesses runs each worker as a process of its own (orch/worker at the address of
+	// its ID, with a simulated engine at "<ID>-engine") on the hive's machine; the hive
+	// registers a worker when it reports ready.
+	WorkerProcesses bool `json:"worker_processes,omitempty"`
+	// Spawn makes the hive spawn its worker processes itself, through its machine's process
+	// table (at "procs@<machine>"), and keep them alive (needs WorkerProcesses).
+	Spawn bool `json:"spawn,omitempty"`
+	// WorkerVersion is the version the worker binary on this machine reports; empty means the
+	// hive's own (WorkerVersionDefault). MissingBinary leaves the binary out of the machine.
+	WorkerVersion string `json:"worker_version,omitempty"`
+	MissingBinary bool   `json:"missing_binary,omitempty"`
+	// IdleTimeout stops worker processes idle for that long (with Spawn); 0 never does.
+	IdleTimeout time.Duration `json:"idle_timeout,omitempty"`
+}
+
+// WorkerVersionDefault is the version of the hives and worker binaries in scenarios.
+const WorkerVersionDefault = "0.1.0"
+
+// ProcessTableAddr is the address of a machine's simulated process table.
+func ProcessTableAddr(machine string) node.Addr { return node.Addr("procs@" + machine) }
+
+// InferClientSpec places an inference client (rbee-keeper infer) and its requests.
+type InferClientSpec struct {
+	Addr   node.Addr          `json:"addr"`
+	Client keeper.InferConfig `json:"client"`
 }
 
 // ClientSpec places a keeper and its workload.
@@ -144,6 +179,28 @@ func (sc Scenario) Validate() error {
 		if err := c.Client.Validate(); err != nil {
 			add("catalog_clients[%d]: %v", i, err)
 		}
+	}
+	for i, c := range sc.InferClients {
+		if c.Addr == "" || seen[c.Addr] {
+			add("infer_clients[%d]: address %q is empty or used twice", i, c.Addr)
+		}
+		seen[c.Addr] = true
+		if err := c.Client.Validate(); err != nil {
+			add("infer_clients[%d]: %v", i, err)
+		}
+	}
+	for _, h := range sc.Hives {
+		for _, w := range h.Workers {
+			if h.WorkerProcesses && (seen[node.Addr(w.ID)] || seen[EngineAddr(w.ID)]) {
+				add("hive %s: worker process %q (or its engine) has the address of another node", h.Addr, w.ID)
+			}
+			if h.WorkerProcesses {
+				seen[node.Addr(w.ID)], seen[EngineAddr(w.ID)] = true, true
+			}
+		}
+	}
+	if sc.WorkerQueue < 0 {
+		add("worker_queue %d must not be negative", sc.WorkerQueue)
 	}
 	for i, m := range sc.Models {
 		if m.Machine == "" || m.Provider == "" || m.Reference == "" || m.PayloadBytes <= 0 || m.PayloadBytes%4 != 0 {
@@ -196,6 +253,14 @@ func (sc Scenario) Topology() faults.Topology {
 		}
 		devs := map[string]bool{}
 		for _, w := range h.Workers {
+			if h.WorkerProcesses {
+				t.Processes = append(t.Processes, node.Addr(w.ID))
+				t.Engines = append(t.Engines, EngineAddr(w.ID))
+				if h.Machine != "" {
+					t.Machines[node.Addr(w.ID)] = h.Machine
+					t.Machines[EngineAddr(w.ID)] = h.Machine
+				}
+			}
 			t.Workers[h.Addr] = append(t.Workers[h.Addr], w.ID)
 			if w.Capability != "cpu" && !devs[w.Capability] {
 				devs[w.Capability] = true
@@ -207,6 +272,9 @@ func (sc Scenario) Topology() faults.Topology {
 		t.Clients = append(t.Clients, c.Addr)
 	}
 	for _, c := range sc.CatalogClients {
+		t.Clients = append(t.Clients, c.Addr)
+	}
+	for _, c := range sc.InferClients {
 		t.Clients = append(t.Clients, c.Addr)
 	}
 	if sc.Hub != nil {

@@ -3,6 +3,7 @@ package worker
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/rbee-sim/rbee-sim/orch/api"
 	"github.com/rbee-sim/rbee-sim/orch/node"
@@ -24,6 +25,7 @@ type request struct {
 	keepSlot bool
 	tokens   int          // tokens sent to the requester so far
 	deadline node.TimerID // the sender's deadline, 0 when none or fired
+	due      time.Time    // when the sender's deadline passes, zero when none
 	maxTime  node.TimerID // MaxTime from the start of generation, 0 while queued or fired
 }
 
@@ -61,6 +63,7 @@ func (w *Worker) handleReq(env node.Env, from node.Addr, m api.InferReq) {
 	}
 	if m.Timeout > 0 {
 		r.deadline = env.After(m.Timeout, timerMsg{Kind: kindDeadline, Req: r.id})
+		r.due = env.Now().Add(m.Timeout)
 	}
 }
 
@@ -242,6 +245,14 @@ func (w *Worker) handleToken(env node.Env, m api.EngineToken) {
 	}
 	if m.Index > r.tokens {
 		env.Log().Warn("worker: engine skipped token indexes", "req", r.key.id, "index", m.Index, "want", r.tokens)
+	}
+	if !r.due.IsZero() && !env.Now().Before(r.due) {
+		// The deadline passed before its timer could fire (this process was stopped, and
+		// tokens came first when it resumed): no token after the deadline.
+		env.Cancel(r.deadline)
+		r.deadline = 0
+		w.expireDeadline(env, r)
+		return
 	}
 	env.Send(r.key.from, api.InferToken{ReqID: r.key.id, Index: r.tokens, Text: m.Text})
 	r.tokens++
