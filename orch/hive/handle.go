@@ -55,9 +55,17 @@ func (h *Hive) Handle(env node.Env, from node.Addr, m node.Msg) {
 	case api.CatalogRestoreReq:
 		h.handleCatalog(env, from, m, m.ReqID)
 	case api.WorkerReady:
-		h.onWorkerReady(env, from, m)
+		if w := h.byID[m.Worker]; w == nil || w.drain != drainRetired {
+			h.onWorkerReady(env, from, m)
+		}
 	case api.WorkerStatus:
-		h.onWorkerStatus(env, from, m)
+		if w := h.byID[m.Worker]; w == nil || w.drain != drainRetired {
+			h.onWorkerStatus(env, from, m)
+		}
+	case api.WorkerDrain:
+		h.startDrain(env, from, m)
+	case api.WorkerDrained:
+		h.workerDrained(env, from, m)
 	case api.ProcListResp:
 		if h.fromTable(env, from, m) {
 			h.handleProcList(env, m)
@@ -128,7 +136,13 @@ func (h *Hive) nextReqID() uint64 {
 }
 
 func (h *Hive) register(env node.Env, w *worker) {
-	h.send(env, w, api.RegisterReq{ReqID: h.nextReqID(), Spec: w.spec, State: api.StateIdle})
+	switch w.drain {
+	case drainNone:
+		h.send(env, w, api.RegisterReq{ReqID: h.nextReqID(), Spec: w.spec, State: api.StateIdle})
+	case drainMarking, drainWaiting:
+		// A re-registration (the queen restarted) must not route to it again.
+		h.send(env, w, api.RegisterReq{ReqID: h.nextReqID(), Spec: w.spec, State: api.StateDraining})
+	}
 }
 
 func (h *Hive) handleHeartbeatTick(env node.Env) {
@@ -176,6 +190,8 @@ func (h *Hive) handleRegistryResp(env node.Env, r api.RegistryResp) {
 		h.registerAnswered(env, w, r)
 	case api.HeartbeatReq:
 		h.heartbeatAnswered(env, w, r)
+	case api.GetReq, api.UpdateStateReq, api.RemoveReq:
+		h.drainAnswered(env, w, req, r)
 	}
 }
 

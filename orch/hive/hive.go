@@ -192,6 +192,8 @@ type worker struct {
 	ready      bool
 	lastStatus time.Time
 	lost       bool
+	// drain is where the worker is in being drained (see drain.go).
+	drain drainPhase
 }
 
 type useKey struct {
@@ -303,11 +305,14 @@ func (h *Hive) Registered() []string {
 	return ids
 }
 
-// Workers returns the current spec of every worker, sorted by ID.
+// Workers returns the current spec of every worker, sorted by ID; drained and retired ones
+// are gone.
 func (h *Hive) Workers() []api.WorkerSpec {
-	out := make([]api.WorkerSpec, len(h.workers))
-	for i, w := range h.workers {
-		out[i] = w.spec
+	out := make([]api.WorkerSpec, 0, len(h.workers))
+	for _, w := range h.workers {
+		if w.drain != drainRetired {
+			out = append(out, w.spec)
+		}
 	}
 	return out
 }

@@ -86,6 +86,7 @@ const (
 	stopVersion                          // version mismatch: failed
 	stopIdle                             // idle timeout: stopped
 	stopShutdown                         // the hive shuts down: stopped
+	stopDrained                          // drained for a rolling update: stopped
 )
 
 // lifeWorker is one worker's process as the hive runs it.
@@ -502,6 +503,9 @@ func (h *Hive) afterExit(env node.Env, w *lifeWorker) {
 		h.checkShutdownDone(env)
 	case w.why == stopIdle:
 		env.Observe(node.Mark("worker stopped: idle timeout"))
+		h.become(w, lifeStopped)
+	case w.why == stopDrained:
+		env.Observe(node.Mark("worker stopped: drained"))
 		h.become(w, lifeStopped)
 	case w.why == stopVersion:
 		h.become(w, lifeFailed)

@@ -69,3 +69,44 @@ func TestWorkerProcessReadyFromElsewhereIgnored(t *testing.T) {
 		t.Fatalf("registered %v from a forged or failed ready report", regs)
 	}
 }
+
+// TestDrainMarksRemovesAndRetires: an operator's drain marks the worker draining in the
+// registry on its current version, tells the worker, removes it once drained, and never
+// registers it again.
+func TestDrainMarksRemovesAndRetires(t *testing.T) {
+	f := start(t, processConfig(), 1, nil)
+	f.env.TakeSent()
+	f.h.Handle(f.env, "w-a", api.WorkerReady{Worker: "w-a", Slots: 2})
+	f.ackAll(f.env.TakeSent(), 1)
+	f.h.Handle(f.env, "operator", api.WorkerDrain{Worker: "w-a"})
+	gets := of[api.GetReq](f.env.TakeSent(), queenAddr)
+	if len(gets) != 1 || gets[0].Worker != "w-a" {
+		t.Fatalf("drain sent %v, want a Get of w-a", gets)
+	}
+	f.h.Handle(f.env, queenAddr, api.RegistryResp{ReqID: gets[0].ReqID, Op: "get", Epoch: 1,
+		Record: api.WorkerRecord{WorkerSpec: f.spec("w-a"), State: api.StateIdle, Version: 7}})
+	ups := of[api.UpdateStateReq](f.env.TakeSent(), queenAddr)
+	if len(ups) != 1 || ups[0].ExpectVersion != 7 || ups[0].To != api.StateDraining {
+		t.Fatalf("after the Get the hive sent %v, want UpdateState to draining on version 7", ups)
+	}
+	f.h.Handle(f.env, queenAddr, api.RegistryResp{ReqID: ups[0].ReqID, Op: "update_state", Epoch: 1})
+	if d := of[api.WorkerDrain](f.env.TakeSent(), "w-a"); len(d) != 1 {
+		t.Fatalf("the worker was not told to drain: %v", d)
+	}
+	f.h.Handle(f.env, "w-a", api.WorkerDrained{Worker: "w-a"})
+	rms := of[api.RemoveReq](f.env.TakeSent(), queenAddr)
+	if len(rms) != 1 || rms[0].Worker != "w-a" {
+		t.Fatalf("a drained worker was not removed: %v", rms)
+	}
+	f.h.Handle(f.env, queenAddr, api.RegistryResp{ReqID: rms[0].ReqID, Op: "remove", Epoch: 1})
+	for _, s := range f.h.Workers() {
+		if s.ID == "w-a" {
+			t.Fatal("a retired worker is still listed")
+		}
+	}
+	f.h.Handle(f.env, "w-a", api.WorkerStatus{Worker: "w-a", Slots: 2})
+	f.env.Advance(f.h, time.Minute)
+	if regs := registerFor(f.env.TakeSent()); len(regs) != 0 {
+		t.Fatalf("a retired worker was registered again: %v", regs)
+	}
+}
