@@ -46,7 +46,7 @@ func (r *run) addWorkerProcesses() {
 			// worker (re)loads its model into it when it starts.
 			r.s.Add(EngineAddr(w.ID), machine, 0, func() node.Node { return sim.NewEngine(ecfg) })
 			if !h.Spawn {
-				r.s.Add(node.Addr(w.ID), machine, 0, func() node.Node { return worker.New(wcfg) })
+				r.s.Add(node.Addr(w.ID), machine, r.sc.WorkerStarts[w.ID], func() node.Node { return worker.New(wcfg) })
 			}
 			// A worker and its engine are one process: no delay, in order, never cut.
 			r.s.Network().SetLink(node.Addr(w.ID), EngineAddr(w.ID), sim.LinkConfig{})
@@ -62,8 +62,13 @@ func (r *run) addWorkerProcesses() {
 // network-wide delay, loss and reordering faults (partitions still cut it).
 var orderedLink = sim.LinkConfig{Latency: time.Millisecond}
 
-// addInferClients starts the inference clients a little after the hives.
+// addInferClients starts the inference clients a little after the hives, and schedules the
+// operators' drains.
 func (r *run) addInferClients() {
+	for _, d := range r.sc.Drains {
+		d := d
+		r.s.At(d.At, "operator drains "+d.Worker, func() { r.s.Inject("operator", d.Hive, api.WorkerDrain{Worker: d.Worker}) })
+	}
 	r.inferCli = map[node.Addr]bool{}
 	r.infer = newInferMonitor(r)
 	for i, c := range r.sc.InferClients {
@@ -425,6 +430,17 @@ func (r *run) scenarioInferChecks(addrs []node.Addr, clients map[node.Addr][]kee
 			}, "every cancelled request ended interrupted with exit code 130, had completed first, or never reached an unreachable queen")}
 	case "e2e/load-balancing":
 		return []CheckerResult{r.checkSpread()}
+	case "e2e/rolling-update":
+		return []CheckerResult{each("no request fails because of the rolling update",
+			func(_ node.Addr, _ keeper.InferSpec, x keeper.InferResult) string {
+				switch {
+				case x.Outcome == keeper.OutcomeCompleted, x.Outcome == keeper.OutcomeOpen:
+					return ""
+				case x.Outcome == keeper.OutcomeUnavailable && len(x.Tokens) == 0:
+					return "" // the queen was paused: the client gave up before any work
+				}
+				return fmt.Sprintf("it ended %q with %q during a rolling update, which must lose no request", x.Outcome, x.Err.Error())
+			}, "every request completed across the rolling update (or never reached a paused queen)")}
 	case "e2e/failover":
 		return []CheckerResult{each("a request that failed over completes, or ends with WORKER_LOST keeping its partial output",
 			func(a node.Addr, spec keeper.InferSpec, x keeper.InferResult) string {

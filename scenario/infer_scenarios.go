@@ -45,6 +45,8 @@ func inferEntries() []Entry {
 		{ID: "e2e/failover", Doc: "workers crash and hang mid-request: the queen retries on another worker with the same seed and the client gets the complete stream without duplicates or gaps, or a clear error with the partial output",
 			FaultKinds: []string{"crash-restart", "engine-hang", "engine-crash", "engine-oom"}, MaxFaultFor: 40 * time.Second,
 			build: buildFailover, ensure: ensureWorkerCrash},
+		{ID: "e2e/rolling-update", Doc: "a new worker comes up and the old one is drained: new requests go to the new worker, the old one finishes its in-flight requests and is removed; no request fails",
+			FaultKinds: []string{"net-delay"}, build: buildRollingUpdate},
 		{ID: "e2e/deadlines", Doc: "client deadlines are passed queen -> worker, never extended; work stops when they pass, with DEADLINE_EXCEEDED",
 			FaultKinds: []string{"net-delay", "pause"}, build: buildDeadlines},
 		{ID: "lifecycle/worker-start", Doc: "hives spawn their worker processes through the process table: loading with progress, the ready callback, registration; a restarted hive adopts the workers still running",
@@ -218,6 +220,21 @@ func ensureWorkerCrash(rng *rand.Rand, sc *Scenario) {
 		sc.Faults[len(sc.Faults)-1].For = time.Duration(5+rng.IntN(20)) * time.Second
 	}
 	sortFaults(sc.Faults)
+}
+
+// buildRollingUpdate: per hive, an old worker serves from the start; a new one starts at a
+// minute and the old one is drained a few seconds after it, while requests keep coming.
+func buildRollingUpdate(rng *rand.Rand, k Knobs) Scenario {
+	sc := inferCluster(rng, pick(rng, k.Hives, 1, 2), 2, 4, pick(rng, k.Clients, 2, 3), 20)
+	sc.WorkerStarts = map[string]time.Duration{}
+	for _, h := range sc.Hives {
+		old, neu := h.Workers[0].ID, h.Workers[1].ID
+		start := 50*time.Second + time.Duration(rng.IntN(20))*time.Second
+		sc.WorkerStarts[neu] = start
+		sc.Drains = append(sc.Drains, DrainSpec{At: start + time.Duration(5+rng.IntN(10))*time.Second, Hive: h.Addr, Worker: old})
+	}
+	sc.Require = []string{"hive marked a worker draining", "hive retired a drained worker"}
+	return sc
 }
 
 func buildDeadlines(rng *rand.Rand, k Knobs) Scenario {

@@ -52,6 +52,11 @@ type Scenario struct {
 	Engine *sim.EngineConfig `json:"engine,omitempty"`
 	// WorkerQueue bounds each worker process's queue of requests waiting for a slot.
 	WorkerQueue int `json:"worker_queue,omitempty"`
+	// WorkerStarts delays worker processes (by ID) to start at a time (a new worker coming up
+	// in a rolling update); others start at once. Not with Spawn.
+	WorkerStarts map[string]time.Duration `json:"worker_starts,omitempty"`
+	// Drains are operators' requests to drain a worker (api.WorkerDrain to its hive).
+	Drains []DrainSpec `json:"drains,omitempty"`
 	// Provisioner, when set, overrides the hives' download settings; zero fields keep the
 	// provisioner's defaults.
 	Provisioner *ProvisionerSpec `json:"provisioner,omitempty"`
@@ -125,6 +130,13 @@ type HiveSpec struct {
 	MissingBinary bool   `json:"missing_binary,omitempty"`
 	// IdleTimeout stops worker processes idle for that long (with Spawn); 0 never does.
 	IdleTimeout time.Duration `json:"idle_timeout,omitempty"`
+}
+
+// DrainSpec is an operator draining a worker at a time.
+type DrainSpec struct {
+	At     time.Duration `json:"at"`
+	Hive   node.Addr     `json:"hive"`
+	Worker string        `json:"worker"`
 }
 
 // WorkerVersionDefault is the version of the hives and worker binaries in scenarios.

@@ -92,3 +92,22 @@ func (h *Hive) retired(env node.Env, w *worker) {
 		h.stopping(env, lw, stopDrained, false)
 	}
 }
+
+// retryDrains keeps every drain moving whatever was lost: a step whose registry request was
+// replaced or never answered is sent again, and a worker that has not reported drained is told
+// again (WorkerDrain is idempotent).
+func (h *Hive) retryDrains(env node.Env) {
+	for _, w := range h.workers {
+		if w.pending != nil {
+			continue // resent as it is below
+		}
+		switch w.drain {
+		case drainMarking:
+			h.send(env, w, api.GetReq{ReqID: h.nextReqID(), Worker: w.spec.ID})
+		case drainWaiting:
+			env.Send(node.Addr(w.spec.ID), api.WorkerDrain{Worker: w.spec.ID})
+		case drainRemoving:
+			h.send(env, w, api.RemoveReq{ReqID: h.nextReqID(), Worker: w.spec.ID})
+		}
+	}
+}

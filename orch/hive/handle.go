@@ -136,13 +136,10 @@ func (h *Hive) nextReqID() uint64 {
 }
 
 func (h *Hive) register(env node.Env, w *worker) {
-	switch w.drain {
-	case drainNone:
-		h.send(env, w, api.RegisterReq{ReqID: h.nextReqID(), Spec: w.spec, State: api.StateIdle})
-	case drainMarking, drainWaiting:
-		// A re-registration (the queen restarted) must not route to it again.
-		h.send(env, w, api.RegisterReq{ReqID: h.nextReqID(), Spec: w.spec, State: api.StateDraining})
+	if w.drain != drainNone {
+		return // a worker being drained is never (re-)registered: nothing may route to it
 	}
+	h.send(env, w, api.RegisterReq{ReqID: h.nextReqID(), Spec: w.spec, State: api.StateIdle})
 }
 
 func (h *Hive) handleHeartbeatTick(env node.Env) {
@@ -169,6 +166,7 @@ func (h *Hive) handleHeartbeatTick(env node.Env) {
 // so the queen can answer a repeat from its cache instead of applying it twice.
 func (h *Hive) handleRetryTick(env node.Env) {
 	env.After(h.cfg.RetryInterval, retryTick{})
+	h.retryDrains(env)
 	for _, w := range h.workers {
 		if w.pending != nil && w.hangs == 0 {
 			env.Send(h.cfg.Queen, w.pending)
