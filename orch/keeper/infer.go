@@ -324,7 +324,14 @@ func (c *InferClient) Handle(env node.Env, from node.Addr, m node.Msg) {
 	switch m := m.(type) {
 	case api.InferAccepted:
 		if i, ok := c.byID[m.ReqID]; ok && c.reqs[i].reqID == m.ReqID && c.reqs[i].res.Outcome == OutcomeOpen {
-			c.answered(env, &c.reqs[i]) // the queen has it: no resend
+			st := &c.reqs[i]
+			c.answered(env, st) // the queen has it: no resend
+			if len(st.res.Tokens) == 0 && !st.cancelling {
+				// From here the stall rule applies: a queen that crashed after accepting
+				// never sends another word, and the client must not wait for ever.
+				env.Cancel(st.stall)
+				st.stall = env.After(c.cfg.StallTimeout, inferStall{Index: i})
+			}
 		}
 	case api.InferToken:
 		c.handleToken(env, m)
@@ -628,7 +635,7 @@ func (c *InferClient) onStall(env node.Env, i int) {
 	env.Send(c.cfg.Queen, api.InferCancel{ReqID: st.reqID})
 	c.end(env, i, OutcomeStalled, ExitTimeout, api.Errorf(api.CodeTimeout,
 		fmt.Sprintf("the %d tokens received are kept; retry, or raise --stall-timeout for a slow model", len(st.res.Tokens)),
-		"no token for %v after token %d of %s; the worker or the network stalled", c.cfg.StallTimeout, st.next-1, st.spec.Model))
+		"no token for %v after %s of %s; the worker, the queen or the network stalled", c.cfg.StallTimeout, stallPoint(st.next), st.spec.Model))
 }
 
 // onCancelDue cancels a request as Ctrl+C does: it sends InferCancel (again every
@@ -700,4 +707,12 @@ func joinNonEmpty(sep string, parts ...string) string {
 		}
 	}
 	return strings.Join(keep, sep)
+}
+
+// stallPoint names where a stream stalled: after its acceptance, or after its last token.
+func stallPoint(next int) string {
+	if next == 0 {
+		return "the request was accepted"
+	}
+	return fmt.Sprintf("token %d", next-1)
 }

@@ -567,3 +567,17 @@ func TestInferAcceptedStopsResends(t *testing.T) {
 		t.Fatalf("result %+v, want one send and two tokens", res)
 	}
 }
+
+// TestInferAcceptedThenSilentStalls: a queen that accepted a request and then said nothing (it
+// crashed and forgot it) leaves the client a stall, not a wait for ever.
+func TestInferAcceptedThenSilentStalls(t *testing.T) {
+	r := newInferRig(t, inferConfig(spec(tiny)))
+	r.advance(0)
+	req := one[api.InferReq](r)
+	r.c.Handle(r.env, queenAddr, api.InferAccepted{ReqID: req.ReqID, Worker: "worker-1"})
+	r.advance(61 * time.Second)
+	if c := one[api.InferCancel](r); c.ReqID != req.ReqID {
+		t.Fatalf("stall cancelled %d, want %d", c.ReqID, req.ReqID)
+	}
+	r.ended(0, OutcomeStalled, ExitTimeout)
+}
