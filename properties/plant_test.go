@@ -31,6 +31,10 @@ var plantCases = []struct {
 	{"provisioner-skip-checksum", "provisioner/gguf-validation", 10},
 	{"provisioner-ignore-bandwidth-limit", "provisioner/bandwidth-limit", 5},
 	{"provisioner-progress-percent-of-attempt", "provisioner/progress", 10},
+	{"worker-slot-leak-on-cancel", "inference/cancel", 10},
+	{"failover-duplicate-tokens", "e2e/failover", 10},
+	{"queen-route-to-draining", "e2e/rolling-update", 10},
+	{"keeper-no-backoff", "inference/worker-busy-retry", 5},
 }
 
 // TestPlantedBugsAreCaughtAndReplay proves the checkers bite: with each plant switched on, some

@@ -183,6 +183,45 @@ func TestProvisionerBandwidthLimit(t *testing.T) { checkScenario(t, "provisioner
 // TestProvisionerProgress covers provisioner/progress.
 func TestProvisionerProgress(t *testing.T) { checkScenario(t, "provisioner/progress") }
 
+// TestInferenceEos covers inference/eos.
+func TestInferenceEos(t *testing.T) { checkScenario(t, "inference/eos") }
+
+// TestInferenceConcurrentSlots covers inference/concurrent-slots.
+func TestInferenceConcurrentSlots(t *testing.T) { checkScenario(t, "inference/concurrent-slots") }
+
+// TestInferenceCancel covers inference/cancel.
+func TestInferenceCancel(t *testing.T) { checkScenario(t, "inference/cancel") }
+
+// TestInferenceTimeout covers inference/timeout.
+func TestInferenceTimeout(t *testing.T) { checkScenario(t, "inference/timeout") }
+
+// TestInferenceWorkerBusyRetry covers inference/worker-busy-retry.
+func TestInferenceWorkerBusyRetry(t *testing.T) { checkScenario(t, "inference/worker-busy-retry") }
+
+// TestE2ELoadBalancing covers e2e/load-balancing.
+func TestE2ELoadBalancing(t *testing.T) { checkScenario(t, "e2e/load-balancing") }
+
+// TestE2EFailover covers e2e/failover.
+func TestE2EFailover(t *testing.T) { checkScenario(t, "e2e/failover") }
+
+// TestE2ERollingUpdate covers e2e/rolling-update.
+func TestE2ERollingUpdate(t *testing.T) { checkScenario(t, "e2e/rolling-update") }
+
+// TestE2EDeadlines covers e2e/deadlines.
+func TestE2EDeadlines(t *testing.T) { checkScenario(t, "e2e/deadlines") }
+
+// TestLifecycleWorkerStart covers lifecycle/worker-start.
+func TestLifecycleWorkerStart(t *testing.T) { checkScenario(t, "lifecycle/worker-start") }
+
+// TestLifecycleCrashDetection covers lifecycle/crash-detection.
+func TestLifecycleCrashDetection(t *testing.T) { checkScenario(t, "lifecycle/crash-detection") }
+
+// TestValidationMaxTokens covers validation/max-tokens.
+func TestValidationMaxTokens(t *testing.T) { checkScenario(t, "validation/max-tokens") }
+
+// TestValidationPromptInjection covers validation/prompt-injection.
+func TestValidationPromptInjection(t *testing.T) { checkScenario(t, "validation/prompt-injection") }
+
 // TestDeterminism: the same scenario twice gives the same trace hash; another seed another.
 func TestDeterminism(t *testing.T) {
 	for _, e := range scenario.Catalogue() {

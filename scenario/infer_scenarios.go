@@ -110,8 +110,8 @@ func buildConcurrentSlots(rng *rand.Rand, k Knobs) Scenario {
 	sc := inferCluster(rng, 1, 1, 4, 1, 0)
 	// Bursts of ten at once against 4 slots and a queue of 4.
 	c := &sc.InferClients[0].Client
-	for b := 0; b < 3; b++ {
-		at := 10*time.Second + time.Duration(b)*50*time.Second
+	for b := 0; b < 6; b++ {
+		at := 10*time.Second + time.Duration(b)*25*time.Second
 		for i := 0; i < 10; i++ {
 			c.Requests = append(c.Requests, keeper.InferSpec{Model: inferModel, Prompt: prompts[rng.IntN(len(prompts))],
 				MaxTokens: 64 + rng.IntN(64), Seed: rng.Uint64(), At: at})
@@ -179,15 +179,43 @@ func buildLoadBalancing(rng *rand.Rand, k Knobs) Scenario {
 	return sc
 }
 
+// failoverBursts are when e2e/failover and lifecycle/crash-detection send bursts that fill
+// every worker; ensureWorkerCrash crashes a worker a moment after each, when it is certainly
+// busy.
+var failoverBursts = []time.Duration{20 * time.Second, 60 * time.Second, 100 * time.Second}
+
 func buildFailover(rng *rand.Rand, k Knobs) Scenario {
-	sc := inferCluster(rng, pick(rng, k.Hives, 2, 3), 2, 4, pick(rng, k.Clients, 2, 3), 15)
-	for i := range sc.InferClients {
-		for j := range sc.InferClients[i].Client.Requests {
-			sc.InferClients[i].Client.Requests[j].MaxTokens = 64 + rng.IntN(64)
-		}
-	}
+	sc := inferCluster(rng, pick(rng, k.Hives, 2, 3), 2, 4, pick(rng, k.Clients, 2, 3), 0)
+	addBursts(rng, &sc)
 	sc.Require = []string{markFailover}
 	return sc
+}
+
+// addBursts gives the clients, between them, a burst of one long request per slot of the
+// cluster at each of failoverBursts, plus a few requests spread between them.
+func addBursts(rng *rand.Rand, sc *Scenario) {
+	slots := 0
+	for _, h := range sc.Hives {
+		for _, w := range h.Workers {
+			slots += w.Slots
+		}
+	}
+	n := len(sc.InferClients)
+	for _, at := range failoverBursts {
+		for i := 0; i < slots; i++ {
+			c := &sc.InferClients[i%n].Client
+			c.Requests = append(c.Requests, keeper.InferSpec{Model: inferModel, Prompt: prompts[rng.IntN(len(prompts))],
+				MaxTokens: 150 + rng.IntN(100), Seed: rng.Uint64(), At: at + time.Duration(rng.IntN(200))*time.Millisecond})
+		}
+	}
+	for i := range sc.InferClients {
+		for j := 0; j < 5; j++ {
+			c := &sc.InferClients[i].Client
+			c.Requests = append(c.Requests, keeper.InferSpec{Model: inferModel, Prompt: prompts[rng.IntN(len(prompts))],
+				MaxTokens: 32 + rng.IntN(96), Seed: rng.Uint64(), At: 10*time.Second + time.Duration(rng.Int64N(int64(sc.Chaos-30*time.Second)))})
+		}
+	}
+	sc.Engine.EOSMean = 0 // the burst's requests run their full length
 }
 
 func buildWorkerStart(rng *rand.Rand, k Knobs) Scenario {
@@ -201,7 +229,8 @@ func buildWorkerStart(rng *rand.Rand, k Knobs) Scenario {
 }
 
 func buildCrashDetection(rng *rand.Rand, k Knobs) Scenario {
-	sc := inferCluster(rng, pick(rng, k.Hives, 1, 2), 2, 4, pick(rng, k.Clients, 1, 2), 15)
+	sc := inferCluster(rng, pick(rng, k.Hives, 1, 2), 2, 4, pick(rng, k.Clients, 1, 2), 0)
+	addBursts(rng, &sc)
 	for i := range sc.Hives {
 		sc.Hives[i].Spawn = true
 	}
@@ -209,15 +238,15 @@ func buildCrashDetection(rng *rand.Rand, k Knobs) Scenario {
 	return sc
 }
 
-// ensureWorkerCrash crashes busy workers: several crash-restarts of worker processes while
-// requests run, so failover is certain to be exercised.
+// ensureWorkerCrash crashes a worker process two seconds into each burst, while it is busy, so
+// failover (and crash detection) is certain to be exercised.
 func ensureWorkerCrash(rng *rand.Rand, sc *Scenario) {
 	procs := sc.Topology().Processes
-	for i := 0; i < 3; i++ {
-		at := 20*time.Second + time.Duration(rng.Int64N(int64(sc.Chaos-60*time.Second)))
-		sc.Faults = append(sc.Faults, faultOf("crash-restart", at, sc))
-		sc.Faults[len(sc.Faults)-1].Targets = []node.Addr{procs[rng.IntN(len(procs))]}
-		sc.Faults[len(sc.Faults)-1].For = time.Duration(5+rng.IntN(20)) * time.Second
+	for _, at := range failoverBursts {
+		f := faultOf("crash-restart", at+2*time.Second, sc)
+		f.Targets = []node.Addr{procs[rng.IntN(len(procs))]}
+		f.For = time.Duration(5+rng.IntN(20)) * time.Second
+		sc.Faults = append(sc.Faults, f)
 	}
 	sortFaults(sc.Faults)
 }
