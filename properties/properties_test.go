@@ -108,6 +108,13 @@ func checkScenario(t *testing.T, id string) {
 			return
 		}
 		c := res.FirstFailure()
+		if c.Stage == "assumptions" && len(sc.Faults) > 0 {
+			// The drawn faults made the run vacuous (every worker down when the path it is
+			// about comes up): an invalid case, not a pass and not a failure. rapid draws
+			// another, and fails the test if too many are invalid. Runs of the scenario's own
+			// schedule must be valid: the CLI sweep in CI fails on any invalid run.
+			rt.Skipf("invalid case discarded: %s: %s", c.Name, c.Detail)
+		}
 		file, werr := reports.WriteFolder(reports.FailureDir(root, sc), sc, &res)
 		if werr != nil {
 			rt.Fatalf("%s seed %d failed [%s] %s: %s (and the report could not be written: %v)", sc.ID, sc.Seed, c.Stage, c.Name, c.Detail, werr)
