@@ -20,7 +20,13 @@ type benchEnv struct {
 
 func (e *benchEnv) After(time.Duration, node.Msg) node.TimerID { e.timers++; return e.timers }
 func (e *benchEnv) Cancel(node.TimerID)                        {}
-func (e *benchEnv) Send(to node.Addr, m node.Msg)              { e.last = nodetest.Sent{To: to, Msg: m} }
+
+// Send keeps the last attempt forwarded to a worker (the client's InferAccepted follows it).
+func (e *benchEnv) Send(to node.Addr, m node.Msg) {
+	if _, ok := m.(api.InferReq); ok {
+		e.last = nodetest.Sent{To: to, Msg: m}
+	}
+}
 
 // BenchmarkInferRouting measures routing decisions in a registry of 1000 healthy workers that
 // all serve the model. Each iteration ends the oldest of 500 attempts in flight (an InferDone
