@@ -56,3 +56,33 @@ func BenchmarkProvisionerScenarios(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLoadBalancing runs e2e/load-balancing with 3 hives of 4 workers and 20 clients
+// sending rounds of 5 requests each (100 concurrent requests a round), and reports simulated
+// requests per wall second and the time compression.
+func BenchmarkLoadBalancing(b *testing.B) {
+	e, err := Lookup("e2e/load-balancing")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var simS float64
+	var events uint64
+	requests := 0
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		sc := e.Generate(uint64(i+1), Knobs{Clients: 20})
+		res := Run(sc, Options{})
+		if !res.Passed {
+			b.Fatalf("seed %d failed: %+v", i+1, res.FirstFailure())
+		}
+		for _, c := range sc.InferClients {
+			requests += len(c.Client.Requests)
+		}
+		simS += res.SimSeconds
+		events += res.Events
+	}
+	wall := time.Since(start).Seconds()
+	b.ReportMetric(float64(requests)/wall, "requests/s")
+	b.ReportMetric(simS/wall, "sim-s/wall-s")
+	b.ReportMetric(float64(events)/wall, "events/s")
+}
