@@ -133,6 +133,8 @@ type Worker struct {
 	active  int                 // slots in use
 	done    doneCache
 	load    node.TimerID // the LoadTimeout timer while loading
+	// exitTo is the process table that sent TERM: the worker exits there once drained.
+	exitTo node.Addr
 }
 
 var _ node.Node = (*Worker)(nil)
@@ -188,6 +190,11 @@ func (w *Worker) Handle(env node.Env, from node.Addr, m node.Msg) {
 		if w.notFromEngine(env, from, m) {
 			w.handleCancel(env, from, m)
 		}
+	case api.ProcTerm:
+		// SIGTERM from the process table: stop taking requests, finish those running, exit.
+		env.Observe(node.Mark("worker stopping on TERM"))
+		w.exitTo = from
+		w.becomeDraining(env)
 	case api.WorkerDrain:
 		if from == w.cfg.Hive && (m.Worker == "" || m.Worker == w.cfg.ID) {
 			w.becomeDraining(env)
@@ -256,6 +263,9 @@ func (w *Worker) becomeDraining(env node.Env) {
 	w.stopLoadTimer(env)
 	if w.mode == modeDraining && w.drained {
 		env.Send(w.cfg.Hive, api.WorkerDrained{Worker: w.cfg.ID})
+		if w.exitTo != "" {
+			env.Send(w.exitTo, api.ProcExit{Code: 0})
+		}
 		return
 	}
 	w.mode = modeDraining
@@ -270,6 +280,9 @@ func (w *Worker) maybeDrained(env node.Env) {
 	w.drained = true
 	env.Observe(node.Mark("worker drained"))
 	env.Send(w.cfg.Hive, api.WorkerDrained{Worker: w.cfg.ID})
+	if w.exitTo != "" {
+		env.Send(w.exitTo, api.ProcExit{Code: 0}) // a graceful stop ends with the process
+	}
 }
 
 func (w *Worker) stopLoadTimer(env node.Env) {

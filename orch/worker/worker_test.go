@@ -452,3 +452,20 @@ func TestCancelledSlotIsReused(t *testing.T) {
 		t.Fatalf("status %+v", s)
 	}
 }
+
+// TestTermStopsGracefully: SIGTERM from the process table stops new work, finishes the
+// running request, then exits through the table.
+func TestTermStopsGracefully(t *testing.T) {
+	r := newReady(t, 1, 1)
+	r.req(1)
+	id1 := r.started()
+	r.deliver("procs@m1", api.ProcTerm{})
+	r.req(2)
+	wantEnd(t, r.done(), 2, api.FinishError, api.CodeUnavailable, 0)
+	none[api.ProcExit](r, "procs@m1")
+	r.deliver(engine, api.EngineDone{ReqID: id1, Reason: api.FinishStop})
+	wantEnd(t, r.done(), 1, api.FinishStop, api.CodeOK, 0)
+	if e := one[api.ProcExit](r, "procs@m1"); e.Code != 0 {
+		t.Fatalf("graceful exit code %d, want 0", e.Code)
+	}
+}
