@@ -223,6 +223,15 @@ func TestLifecycleWorkerStart(t *testing.T) { checkScenario(t, "lifecycle/worker
 // TestLifecycleCrashDetection covers lifecycle/crash-detection.
 func TestLifecycleCrashDetection(t *testing.T) { checkScenario(t, "lifecycle/crash-detection") }
 
+// TestInferenceStall covers inference/stall.
+func TestInferenceStall(t *testing.T) { checkScenario(t, "inference/stall") }
+
+// TestLifecycleShutdown covers lifecycle/shutdown.
+func TestLifecycleShutdown(t *testing.T) { checkScenario(t, "lifecycle/shutdown") }
+
+// TestLifecycleIdleTimeout covers lifecycle/idle-timeout.
+func TestLifecycleIdleTimeout(t *testing.T) { checkScenario(t, "lifecycle/idle-timeout") }
+
 // TestValidationMaxTokens covers validation/max-tokens.
 func TestValidationMaxTokens(t *testing.T) { checkScenario(t, "validation/max-tokens") }
 

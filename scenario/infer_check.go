@@ -113,10 +113,11 @@ type inferMonitor struct {
 	running map[node.Addr]map[uint64]bool
 	// outstanding are the attempts each worker holds (routed and not ended), running or queued.
 	outstanding map[node.Addr]int
+	shutdowns   int
 	// first problems found, in words; empty when none.
-	streamBad, routeBad, deadlineBad, backoffBad, slotBad string
-	maxRunning, refusals                                  int
-	attempts, tokens                                      int
+	streamBad, routeBad, deadlineBad, backoffBad, slotBad, shutdownBad string
+	maxRunning, refusals                                               int
+	attempts, tokens                                                   int
 }
 
 type queenStream struct {
@@ -430,6 +431,29 @@ func (r *run) scenarioInferChecks(addrs []node.Addr, clients map[node.Addr][]kee
 			}, "every cancelled request ended interrupted with exit code 130, had completed first, or never reached an unreachable queen")}
 	case "e2e/load-balancing":
 		return []CheckerResult{r.checkSpread()}
+	case "lifecycle/shutdown":
+		c := CheckerResult{Name: "a hive told to stop exits within 30s with every worker stopped", Stage: "monitors",
+			OK: r.infer.shutdownBad == "" && r.infer.shutdowns > 0, Detail: r.infer.shutdownBad}
+		if c.OK {
+			c.Detail = fmt.Sprintf("%d hives shut down, each gone within %v with no worker process left", r.infer.shutdowns, shutdownBound)
+		} else if c.Detail == "" {
+			c.Detail = "no shutdown was checked"
+		}
+		return []CheckerResult{c}
+	case "inference/stall":
+		return []CheckerResult{each("a stream that stalls ends with its partial output kept",
+			func(_ node.Addr, _ keeper.InferSpec, x keeper.InferResult) string {
+				if x.Outcome == keeper.OutcomeCompleted || x.Outcome == keeper.OutcomeOpen || len(x.Tokens) == 0 {
+					return ""
+				}
+				if x.Outcome != keeper.OutcomeStalled && x.Err.Code != api.CodeWorkerLost {
+					return fmt.Sprintf("it stopped after %d tokens and ended %q with %q: want a stall (kept by the client) or WORKER_LOST (kept by the queen)", len(x.Tokens), x.Outcome, x.Err.Error())
+				}
+				if x.Err.Suggestion == "" {
+					return fmt.Sprintf("it ended %q without saying what to do", x.Err.Error())
+				}
+				return ""
+			}, "every stalled stream ended with its tokens kept and advice")}
 	case "e2e/rolling-update":
 		return []CheckerResult{each("no request fails because of the rolling update",
 			func(_ node.Addr, _ keeper.InferSpec, x keeper.InferResult) string {
@@ -596,6 +620,9 @@ func (r *run) markInference() {
 			if x.Outcome == keeper.OutcomeInterrupted && len(x.Tokens) > 0 {
 				r.s.Mark(markCancelledRunning)
 			}
+			if len(x.Tokens) > 0 && (x.Outcome == keeper.OutcomeStalled || x.Err.Code == api.CodeWorkerLost) {
+				r.s.Mark(markStalledPartial)
+			}
 		}
 	}
 	for seed, ws := range r.infer.workersBySeed { //det:sorted (marks are counts)
@@ -751,11 +778,56 @@ func (r *run) addProcessTable(h HiveSpec, machine string) {
 				return nil, err
 			}
 			cfg.Plants = plants
+			for _, id := range h.IgnoreTerm {
+				if id == cfg.ID {
+					return termIgnorer{worker.New(cfg)}, nil
+				}
+			}
 			return worker.New(cfg), nil
 		}}
 	}
 	cfg := sim.ProcessTableConfig{Machine: machine, Programs: programs}
 	r.s.Add(addr, machine, 0, func() node.Node { return sim.NewProcessTable(r.s, cfg) })
+	if h.ShutdownAt > 0 {
+		hv := h.Addr
+		r.s.At(h.ShutdownAt, "SIGTERM to "+string(hv), func() { r.s.Inject(addr, hv, api.ProcTerm{}) })
+		r.s.At(h.ShutdownAt+shutdownBound, "check the shutdown of "+string(hv), func() { r.checkShutdownDone(hv, addr, h.ShutdownAt) })
+	}
+}
+
+// shutdownBound is how long a hive's graceful shutdown may take, workers included.
+const shutdownBound = 30 * time.Second
+
+// checkShutdownDone: shutdownBound after its SIGTERM, the hive has exited and none of its
+// worker processes is left on the machine.
+func (r *run) checkShutdownDone(hv, table node.Addr, at time.Duration) {
+	m := &r.infer
+	m.shutdowns++
+	if !r.s.Gone(hv) {
+		m.bad(&m.shutdownBad, "%v after its SIGTERM at %v, hive %s is still running: a graceful shutdown must end within %v", shutdownBound, at, hv, shutdownBound)
+		return
+	}
+	t, ok := r.s.Node(table).(*sim.ProcessTable)
+	if !ok {
+		return
+	}
+	for _, p := range t.Live() {
+		if _, mine := r.workerProcs[p.Addr]; mine {
+			m.bad(&m.shutdownBad, "%v after hive %s's SIGTERM at %v, its worker %s (pid %d) is still running: a zombie", shutdownBound, hv, at, p.Addr, p.PID)
+			return
+		}
+	}
+}
+
+// termIgnorer is a worker process that ignores SIGTERM, as a stuck process does.
+type termIgnorer struct{ *worker.Worker }
+
+func (t termIgnorer) Handle(env node.Env, from node.Addr, m node.Msg) {
+	if _, ok := m.(api.ProcTerm); ok {
+		env.Observe(node.Mark("worker ignored TERM"))
+		return
+	}
+	t.Worker.Handle(env, from, m)
 }
 
 // queenCrashedDuring reports whether a crash or power failure of the queen began while the

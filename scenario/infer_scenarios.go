@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/rbee-sim/rbee-sim/faults"
 	"github.com/rbee-sim/rbee-sim/orch/api"
 	"github.com/rbee-sim/rbee-sim/orch/keeper"
 	"github.com/rbee-sim/rbee-sim/orch/node"
@@ -53,6 +54,12 @@ func inferEntries() []Entry {
 			FaultKinds: []string{"net-delay", "crash-restart"}, build: buildWorkerStart},
 		{ID: "lifecycle/crash-detection", Doc: "worker processes die: the hive learns it from the process table, removes them from the registry, counts the crash and respawns them; their requests fail over",
 			FaultKinds: []string{"net-delay"}, MaxFaultFor: 40 * time.Second, build: buildCrashDetection, ensure: ensureWorkerCrash},
+		{ID: "inference/stall", Doc: "a worker's engine hangs mid-stream with no other worker to take over: the stream ends (the queen's stall detection, or the client's after 60s) with its partial output kept and advice",
+			FaultKinds: []string{"net-delay"}, build: buildStall, ensure: ensureEngineHang},
+		{ID: "lifecycle/shutdown", Doc: "SIGTERM to a hive with busy workers, one of which ignores it: TERM to all at once, KILL after the grace period, the hive gone within 30s, no worker process left, none registered",
+			FaultKinds: []string{"net-delay"}, build: buildShutdown},
+		{ID: "lifecycle/idle-timeout", Doc: "worker processes idle past their idle timeout are stopped and deregistered; the hive stays up",
+			FaultKinds: []string{"net-delay"}, build: buildIdleTimeout},
 		{ID: "validation/max-tokens", Doc: "max_tokens beyond the model's context is refused before any work, naming the limit and a fix",
 			build: buildRefusal(func(s *keeper.InferSpec) { s.MaxTokens = 2 * inferContext })},
 		{ID: "validation/prompt-injection", Doc: "a prompt with system-instruction patterns is refused until the person confirms (a flag); the prompt is never changed",
@@ -179,6 +186,10 @@ func buildLoadBalancing(rng *rand.Rand, k Knobs) Scenario {
 	return sc
 }
 
+// clientStart is when the first inference client starts (their request times count from
+// their start).
+const clientStart = 2 * time.Second
+
 // failoverBursts are when e2e/failover and lifecycle/crash-detection send bursts that fill
 // every worker; ensureWorkerCrash crashes a worker a moment after each, when it is certainly
 // busy.
@@ -243,7 +254,7 @@ func buildCrashDetection(rng *rand.Rand, k Knobs) Scenario {
 func ensureWorkerCrash(rng *rand.Rand, sc *Scenario) {
 	procs := sc.Topology().Processes
 	for _, at := range failoverBursts {
-		f := faultOf("crash-restart", at+2*time.Second, sc)
+		f := faultOf("crash-restart", at+clientStart+2*time.Second, sc)
 		f.Targets = []node.Addr{procs[rng.IntN(len(procs))]}
 		f.For = time.Duration(5+rng.IntN(20)) * time.Second
 		sc.Faults = append(sc.Faults, f)
@@ -306,4 +317,53 @@ const (
 	markRefused          = "harness: a request was refused before any work"
 	markQueued           = "harness: a worker held more requests than slots (queued)"
 	markCancelledRunning = "harness: a running request was cancelled with its partial output"
+	markStalledPartial   = "harness: a stalled stream ended with its partial output"
 )
+
+func buildStall(rng *rand.Rand, k Knobs) Scenario {
+	sc := inferCluster(rng, 1, 1, 4, pick(rng, k.Clients, 1, 2), 0)
+	addBursts(rng, &sc)
+	sc.Require = []string{markStalledPartial}
+	return sc
+}
+
+// ensureEngineHang hangs the only engine for 70s two seconds into each burst, when every slot
+// is streaming.
+func ensureEngineHang(rng *rand.Rand, sc *Scenario) {
+	eng := sc.Topology().Engines
+	for _, at := range failoverBursts[:2] {
+		sc.Faults = append(sc.Faults, faults.Fault{Kind: "engine-hang", At: at + clientStart + 2*time.Second, For: 70 * time.Second,
+			Targets: []node.Addr{eng[rng.IntN(len(eng))]}})
+	}
+	sortFaults(sc.Faults)
+}
+
+func buildShutdown(rng *rand.Rand, k Knobs) Scenario {
+	sc := inferCluster(rng, 2, 2, 4, pick(rng, k.Clients, 1, 3), 0)
+	addBursts(rng, &sc)
+	for i := range sc.Hives {
+		sc.Hives[i].Spawn = true
+	}
+	// The first hive is told to stop during the second burst; one of its workers ignores TERM.
+	sc.Hives[0].ShutdownAt = failoverBursts[1] + time.Duration(1+rng.IntN(3))*time.Second
+	sc.Hives[0].IgnoreTerm = []string{sc.Hives[0].Workers[rng.IntN(2)].ID}
+	sc.Require = []string{"hive shutdown: started", "worker ignored TERM", "hive shutdown: KILL after stop grace"}
+	return sc
+}
+
+func buildIdleTimeout(rng *rand.Rand, k Knobs) Scenario {
+	sc := inferCluster(rng, pick(rng, k.Hives, 1, 2), 2, 2, pick(rng, k.Clients, 1, 2), 0)
+	for i := range sc.Hives {
+		sc.Hives[i].Spawn, sc.Hives[i].IdleTimeout = true, 20*time.Second
+	}
+	// Work only in the first minute: then the workers idle out.
+	for i := range sc.InferClients {
+		c := &sc.InferClients[i].Client
+		for j := 0; j < 6; j++ {
+			c.Requests = append(c.Requests, keeper.InferSpec{Model: inferModel, Prompt: prompts[rng.IntN(len(prompts))],
+				MaxTokens: 16 + rng.IntN(48), Seed: rng.Uint64(), At: 10*time.Second + time.Duration(rng.IntN(40000))*time.Millisecond})
+		}
+	}
+	sc.Require = []string{"worker idle timeout", "worker stopped: idle timeout"}
+	return sc
+}

@@ -460,6 +460,9 @@ func (r *run) checkLiveness(completedAtChaos int) CheckerResult {
 	var problems []string
 	for _, h := range r.sc.Hives {
 		hv, up := r.s.Node(h.Addr).(*hive.Hive)
+		if !up && r.s.Gone(h.Addr) && h.ShutdownAt > 0 {
+			continue // shut down on purpose: none of its workers may be left registered
+		}
 		if !up {
 			problems = append(problems, fmt.Sprintf("hive %s is down", h.Addr))
 			continue

@@ -130,6 +130,10 @@ type HiveSpec struct {
 	MissingBinary bool   `json:"missing_binary,omitempty"`
 	// IdleTimeout stops worker processes idle for that long (with Spawn); 0 never does.
 	IdleTimeout time.Duration `json:"idle_timeout,omitempty"`
+	// IgnoreTerm lists worker processes (by ID) that ignore SIGTERM (with Spawn).
+	IgnoreTerm []string `json:"ignore_term,omitempty"`
+	// ShutdownAt, when set, sends the hive SIGTERM (from its process table) at that time.
+	ShutdownAt time.Duration `json:"shutdown_at,omitempty"`
 }
 
 // DrainSpec is an operator draining a worker at a time.

@@ -305,14 +305,18 @@ func (h *Hive) Registered() []string {
 	return ids
 }
 
-// Workers returns the current spec of every worker, sorted by ID; drained and retired ones
-// are gone.
+// Workers returns the current spec of every worker the hive keeps, sorted by ID: drained
+// and retired ones, and processes stopped for idleness or shutdown, are gone.
 func (h *Hive) Workers() []api.WorkerSpec {
 	out := make([]api.WorkerSpec, 0, len(h.workers))
 	for _, w := range h.workers {
-		if w.drain != drainRetired {
-			out = append(out, w.spec)
+		if w.drain == drainRetired {
+			continue
 		}
+		if lw := h.life.byID[w.spec.ID]; h.life.on && lw != nil && lw.state == lifeStopped {
+			continue
+		}
+		out = append(out, w.spec)
 	}
 	return out
 }
