@@ -232,6 +232,12 @@ func TestLifecycleShutdown(t *testing.T) { checkScenario(t, "lifecycle/shutdown"
 // TestLifecycleIdleTimeout covers lifecycle/idle-timeout.
 func TestLifecycleIdleTimeout(t *testing.T) { checkScenario(t, "lifecycle/idle-timeout") }
 
+// TestLifecycleStartFailures covers lifecycle/start-failures.
+func TestLifecycleStartFailures(t *testing.T) { checkScenario(t, "lifecycle/start-failures") }
+
+// TestE2EGracefulShutdown covers e2e/graceful-shutdown.
+func TestE2EGracefulShutdown(t *testing.T) { checkScenario(t, "e2e/graceful-shutdown") }
+
 // TestValidationMaxTokens covers validation/max-tokens.
 func TestValidationMaxTokens(t *testing.T) { checkScenario(t, "validation/max-tokens") }
 

@@ -431,6 +431,17 @@ func (r *run) scenarioInferChecks(addrs []node.Addr, clients map[node.Addr][]kee
 			}, "every cancelled request ended interrupted with exit code 130, had completed first, or never reached an unreachable queen")}
 	case "e2e/load-balancing":
 		return []CheckerResult{r.checkSpread()}
+	case "e2e/graceful-shutdown":
+		return []CheckerResult{each("no request fails when a hive stops gracefully while another serves the model",
+			func(_ node.Addr, _ keeper.InferSpec, x keeper.InferResult) string {
+				switch {
+				case x.Outcome == keeper.OutcomeCompleted, x.Outcome == keeper.OutcomeOpen:
+					return ""
+				case x.Outcome == keeper.OutcomeUnavailable && len(x.Tokens) == 0:
+					return ""
+				}
+				return fmt.Sprintf("it ended %q with %q: a graceful stop finishes or hands back in-flight requests", x.Outcome, x.Err.Error())
+			}, "every request completed across the graceful shutdown")}
 	case "lifecycle/shutdown":
 		c := CheckerResult{Name: "a hive told to stop exits within 30s with every worker stopped", Stage: "monitors",
 			OK: r.infer.shutdownBad == "" && r.infer.shutdowns > 0, Detail: r.infer.shutdownBad}
@@ -788,6 +799,16 @@ func (r *run) addProcessTable(h HiveSpec, machine string) {
 	}
 	cfg := sim.ProcessTableConfig{Machine: machine, Programs: programs}
 	r.s.Add(addr, machine, 0, func() node.Node { return sim.NewProcessTable(r.s, cfg) })
+	if len(h.HeldPorts) > 0 {
+		ports := h.HeldPorts
+		r.s.At(0, "ports held on "+machine, func() {
+			if t, ok := r.s.Node(addr).(*sim.ProcessTable); ok {
+				for _, p := range ports {
+					t.HoldPort(p, "another program")
+				}
+			}
+		})
+	}
 	if h.ShutdownAt > 0 {
 		hv := h.Addr
 		r.s.At(h.ShutdownAt, "SIGTERM to "+string(hv), func() { r.s.Inject(addr, hv, api.ProcTerm{}) })

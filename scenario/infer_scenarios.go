@@ -58,6 +58,10 @@ func inferEntries() []Entry {
 			FaultKinds: []string{"net-delay"}, build: buildStall, ensure: ensureEngineHang},
 		{ID: "lifecycle/shutdown", Doc: "SIGTERM to a hive with busy workers, one of which ignores it: TERM to all at once, KILL after the grace period, the hive gone within 30s, no worker process left, none registered",
 			FaultKinds: []string{"net-delay"}, build: buildShutdown},
+		{ID: "lifecycle/start-failures", Doc: "a missing worker binary, a worker binary of another version, and a port held by another program: each a clear error, no ghost registry entry, the port conflict avoided; the healthy workers serve",
+			FaultKinds: []string{"net-delay"}, build: buildStartFailures},
+		{ID: "e2e/graceful-shutdown", Doc: "a hive is stopped with requests in flight while another hive serves the model: its workers finish what they run, new requests go elsewhere, no request fails",
+			FaultKinds: []string{"net-delay"}, build: buildGracefulShutdown},
 		{ID: "lifecycle/idle-timeout", Doc: "worker processes idle past their idle timeout are stopped and deregistered; the hive stays up",
 			FaultKinds: []string{"net-delay"}, build: buildIdleTimeout},
 		{ID: "validation/max-tokens", Doc: "max_tokens beyond the model's context is refused before any work, naming the limit and a fix",
@@ -365,5 +369,24 @@ func buildIdleTimeout(rng *rand.Rand, k Knobs) Scenario {
 		}
 	}
 	sc.Require = []string{"worker idle timeout", "worker stopped: idle timeout"}
+	return sc
+}
+
+func buildStartFailures(rng *rand.Rand, k Knobs) Scenario {
+	sc := inferCluster(rng, 3, pick(rng, k.WorkersPerHive, 1, 2), 2, pick(rng, k.Clients, 1, 2), 10)
+	for i := range sc.Hives {
+		sc.Hives[i].Spawn = true
+	}
+	sc.Hives[0].MissingBinary = true
+	sc.Hives[1].WorkerVersion = "0.0.9"
+	sc.Hives[2].HeldPorts = []int{9300}
+	sc.Require = []string{"worker failed: binary missing", "worker refused: version mismatch", "hive avoided a port conflict"}
+	return sc
+}
+
+func buildGracefulShutdown(rng *rand.Rand, k Knobs) Scenario {
+	sc := buildShutdown(rng, k)
+	sc.Hives[0].IgnoreTerm = nil
+	sc.Require = []string{"hive shutdown: started", "worker stopping on TERM"}
 	return sc
 }

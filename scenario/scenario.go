@@ -134,6 +134,8 @@ type HiveSpec struct {
 	IgnoreTerm []string `json:"ignore_term,omitempty"`
 	// ShutdownAt, when set, sends the hive SIGTERM (from its process table) at that time.
 	ShutdownAt time.Duration `json:"shutdown_at,omitempty"`
+	// HeldPorts are ports something else on the machine holds (with Spawn).
+	HeldPorts []int `json:"held_ports,omitempty"`
 }
 
 // DrainSpec is an operator draining a worker at a time.

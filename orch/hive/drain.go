@@ -111,3 +111,23 @@ func (h *Hive) retryDrains(env node.Env) {
 		}
 	}
 }
+
+// drainForStop marks a worker draining in the registry before the hive stops its process
+// gracefully (TERM): its running requests finish there instead of failing over. The removal
+// follows its exit (afterExit).
+func (h *Hive) drainForStop(env node.Env, lw *lifeWorker) {
+	w := h.byID[lw.id]
+	if lw.idle != 0 {
+		env.Cancel(lw.idle)
+		lw.idle = 0
+	}
+	if w.drain != drainNone {
+		return // already draining (a rolling update)
+	}
+	if !w.registered && w.pending == nil {
+		h.removeFromRegistry(env, lw) // nothing registered to drain
+		return
+	}
+	w.drain = drainMarking
+	h.send(env, w, api.GetReq{ReqID: h.nextReqID(), Worker: w.spec.ID})
+}

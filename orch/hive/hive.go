@@ -306,14 +306,15 @@ func (h *Hive) Registered() []string {
 }
 
 // Workers returns the current spec of every worker the hive keeps, sorted by ID: drained
-// and retired ones, and processes stopped for idleness or shutdown, are gone.
+// and retired ones, processes stopped for idleness or shutdown, and workers that cannot start
+// (a missing binary, another version) are left out.
 func (h *Hive) Workers() []api.WorkerSpec {
 	out := make([]api.WorkerSpec, 0, len(h.workers))
 	for _, w := range h.workers {
 		if w.drain == drainRetired {
 			continue
 		}
-		if lw := h.life.byID[w.spec.ID]; h.life.on && lw != nil && lw.state == lifeStopped {
+		if lw := h.life.byID[w.spec.ID]; h.life.on && lw != nil && (lw.state == lifeStopped || lw.state == lifeFailed) {
 			continue
 		}
 		out = append(out, w.spec)

@@ -432,7 +432,14 @@ func (h *Hive) handleLifeTimer(env node.Env, t lifeTimer) {
 // stopping stops w's process for why: at once with KILL (kill) or with TERM and a grace period.
 // A worker without a process just stops wanting one. Every worker that stops leaves the registry.
 func (h *Hive) stopping(env node.Env, w *lifeWorker, why stopReason, kill bool) {
-	h.removeFromRegistry(env, w)
+	if kill {
+		h.removeFromRegistry(env, w)
+	} else {
+		// A graceful stop: the worker finishes what it runs, so the registry holds it as
+		// draining (nothing new is routed to it, nothing running is failed over) until it
+		// exits; then it is removed.
+		h.drainForStop(env, w)
+	}
 	w.why, w.killSent = why, false
 	if w.pid == 0 {
 		h.afterExit(env, w)
@@ -497,6 +504,13 @@ func (h *Hive) handleProcExited(env node.Env, m api.ProcExited) {
 // afterExit decides what follows a stop the hive asked for.
 func (h *Hive) afterExit(env node.Env, w *lifeWorker) {
 	w.killSent = false
+	if hw := h.byID[w.id]; hw.drain != drainNone && hw.drain != drainRetired {
+		// The process is gone: whatever the drain was doing, it ends with the removal.
+		hw.drain = drainNone
+		hw.pending = nil
+		hw.ready = true // so that removeFromRegistry sends the removal
+		h.removeFromRegistry(env, w)
+	}
 	switch {
 	case h.life.shutdown || w.why == stopShutdown:
 		h.become(w, lifeStopped)

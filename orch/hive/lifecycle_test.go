@@ -111,6 +111,26 @@ func (l *lifeFixture) ackRemovals() []string {
 	return ids
 }
 
+// ackDrains answers the Get and UpdateState requests that mark workers draining, and returns
+// the workers marked.
+func (l *lifeFixture) ackDrains() []string {
+	for _, g := range take[api.GetReq](l, queenAddr) {
+		l.deliver(queenAddr, api.RegistryResp{ReqID: g.ReqID, Op: "get", Epoch: 1,
+			Record: api.WorkerRecord{WorkerSpec: api.WorkerSpec{ID: g.Worker}, State: api.StateIdle, Version: 3}})
+	}
+	var ids []string
+	for _, u := range take[api.UpdateStateReq](l, queenAddr) {
+		if u.To != api.StateDraining || u.ExpectVersion != 3 {
+			l.t.Fatalf("marking draining sent %+v", u)
+		}
+		l.deliver(queenAddr, api.RegistryResp{ReqID: u.ReqID, Op: "update_state", Epoch: 1})
+		if !slices.Contains(ids, u.Worker) {
+			ids = append(ids, u.Worker)
+		}
+	}
+	return ids
+}
+
 func (l *lifeFixture) signals() []api.ProcSignal { return take[api.ProcSignal](l, tableAddr) }
 
 func (l *lifeFixture) marked(mark string) bool { return hasMark(l.env.Observed, mark) }
@@ -377,10 +397,16 @@ func TestLifecycleGracefulShutdown(t *testing.T) {
 	if !slices.Equal(sig, want) {
 		t.Fatalf("shutdown sent %+v, want %+v at once", sig, want)
 	}
-	if rm := l.ackRemovals(); !slices.Equal(rm, []string{"w-a", "w-b"}) {
-		t.Fatalf("shutdown removed %v, want both workers", rm)
+	if dr := l.ackDrains(); !slices.Equal(dr, []string{"w-a", "w-b"}) {
+		t.Fatalf("shutdown marked %v draining, want both workers (their running requests finish)", dr)
+	}
+	if rm := l.ackRemovals(); len(rm) != 0 {
+		t.Fatalf("shutdown removed %v before they exited", rm)
 	}
 	l.deliver(tableAddr, api.ProcExited{PID: 11, Code: 0}) // w-a stops; w-b ignores TERM
+	if rm := l.ackRemovals(); !slices.Equal(rm, []string{"w-a"}) {
+		t.Fatalf("after w-a exited the hive removed %v, want w-a", rm)
+	}
 	l.deliver("w-b", api.WorkerStatus{Worker: "w-b", Slots: 1})
 	if regs := take[api.RegisterReq](l, queenAddr); len(regs) != 0 {
 		t.Fatalf("a worker re-registered during shutdown: %+v", regs)
@@ -394,8 +420,11 @@ func TestLifecycleGracefulShutdown(t *testing.T) {
 		t.Fatalf("after the grace the hive sent %+v, want KILL to w-b only", sig)
 	}
 	l.deliver(tableAddr, api.ProcExited{PID: 12, Signal: "KILL"})
+	if rm := l.ackRemovals(); !slices.Equal(rm, []string{"w-b"}) {
+		t.Fatalf("after w-b was killed the hive removed %v, want w-b", rm)
+	}
 	if !l.h.Exited() {
-		t.Fatal("the hive did not exit once every worker had")
+		t.Fatal("the hive did not exit once every worker had exited and been removed")
 	}
 	if ex := take[api.ProcExit](l, tableAddr); len(ex) != 1 || ex[0].Code != 0 {
 		t.Fatalf("the hive's exit sent %+v to its table, want one ProcExit{0}", ex)
@@ -461,14 +490,17 @@ func TestLifecycleIdleTimeout(t *testing.T) {
 	if sig := l.signals(); len(sig) != 1 || sig[0] != (api.ProcSignal{PID: 11, Signal: "TERM"}) {
 		t.Fatalf("after 30s idle the hive sent %+v, want TERM to w-a only", sig)
 	}
-	if rm := l.ackRemovals(); !slices.Equal(rm, []string{"w-a"}) {
-		t.Fatalf("idle stop removed %v, want w-a", rm)
+	if dr := l.ackDrains(); !slices.Equal(dr, []string{"w-a"}) {
+		t.Fatalf("idle stop marked %v draining, want w-a", dr)
 	}
 	l.advance(stopGrace)
 	if sig := l.signals(); len(sig) != 1 || sig[0] != (api.ProcSignal{PID: 11, Signal: "KILL"}) {
 		t.Fatalf("after the grace the hive sent %+v, want KILL to w-a", sig)
 	}
 	l.deliver(tableAddr, api.ProcExited{PID: 11, Signal: "KILL"})
+	if rm := l.ackRemovals(); !slices.Equal(rm, []string{"w-a"}) {
+		t.Fatalf("after the idle worker exited the hive removed %v, want w-a", rm)
+	}
 	if !l.marked("worker stopped: idle timeout") || l.h.Crashes("w-a") != 0 || l.h.Exited() {
 		t.Fatal("the idle stop was not marked, counted as a crash, or ended the hive")
 	}
