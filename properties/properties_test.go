@@ -238,6 +238,9 @@ func TestLifecycleStartFailures(t *testing.T) { checkScenario(t, "lifecycle/star
 // TestE2EGracefulShutdown covers e2e/graceful-shutdown.
 func TestE2EGracefulShutdown(t *testing.T) { checkScenario(t, "e2e/graceful-shutdown") }
 
+// TestValidationBatchSize covers validation/batch-size.
+func TestValidationBatchSize(t *testing.T) { checkScenario(t, "validation/batch-size") }
+
 // TestValidationMaxTokens covers validation/max-tokens.
 func TestValidationMaxTokens(t *testing.T) { checkScenario(t, "validation/max-tokens") }
 

@@ -491,11 +491,14 @@ func (r *run) scenarioInferChecks(addrs []node.Addr, clients map[node.Addr][]kee
 				}
 				return ""
 			}, "every request that failed over completed, or ended with WORKER_LOST and its partial output")}
-	case "validation/max-tokens", "validation/prompt-injection":
+	case "validation/max-tokens", "validation/prompt-injection", "validation/batch-size":
 		return []CheckerResult{each("invalid requests are refused before any work, saying why and what to do",
 			func(a node.Addr, spec keeper.InferSpec, x keeper.InferResult) string {
 				if x.Outcome != keeper.OutcomeRefused {
 					return ""
+				}
+				if r.sc.ID == "validation/batch-size" && (a != r.sc.InferClients[0].Addr || x.Index >= 8) {
+					return fmt.Sprintf("refused (%q), but its batch fits the slots or was queued on purpose", x.Err.Error())
 				}
 				if _, sent := r.infer.asked[spec.Seed]; sent {
 					return "refused by the client, yet the queen received it"
@@ -505,6 +508,9 @@ func (r *run) scenarioInferChecks(addrs []node.Addr, clients map[node.Addr][]kee
 				}
 				if r.sc.ID == "validation/max-tokens" && !strings.Contains(x.Err.Error(), fmt.Sprint(inferContext)) {
 					return fmt.Sprintf("the refusal %q does not name the model's %d-token context", x.Err.Error(), inferContext)
+				}
+				if r.sc.ID == "validation/batch-size" && !strings.Contains(x.Err.Suggestion, "split it into 2 batches") {
+					return fmt.Sprintf("the refusal %q does not suggest splitting the batch of 8 into 2", x.Err.Error())
 				}
 				if r.sc.ID == "validation/prompt-injection" && len(x.Findings) == 0 {
 					return "refused without naming the instruction pattern it found"

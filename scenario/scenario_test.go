@@ -21,7 +21,7 @@ func TestCatalogueIDsAreScenarioIDs(t *testing.T) {
 		"provisioner/bandwidth-limit", "provisioner/gguf-validation", "provisioner/hub-errors", "provisioner/progress", "provisioner/rate-limit-429", "provisioner/resume", "provisioner/single-flight",
 		"registry/capability-change", "registry/concurrent-state-update", "registry/heartbeat-timeout-busy",
 		"registry/linearizable", "registry/overflow", "registry/persistence",
-		"validation/max-tokens", "validation/prompt-injection"}
+		"validation/batch-size", "validation/max-tokens", "validation/prompt-injection"}
 	var got []string
 	for _, e := range Catalogue() {
 		got = append(got, e.ID)

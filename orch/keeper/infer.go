@@ -50,6 +50,12 @@ type InferConfig struct {
 	// request (CancelAfter) or after the request's deadline passed, before it ends the request
 	// locally. Default 5s.
 	DoneWait time.Duration `json:"done_wait,omitempty"`
+	// BatchSize, when above 1, groups consecutive Requests into batches of that many prompts
+	// (rbee-keeper infer --batch): a batch larger than the slots of the workers serving its
+	// model is refused whole before any work, with a suggestion to split it, unless
+	// QueueBatches lets its prompts wait for free slots.
+	BatchSize    int  `json:"batch_size,omitempty"`
+	QueueBatches bool `json:"queue_batches,omitempty"`
 	// Plants enables planted bugs (builds with -tags plant only); the zero Set enables none.
 	Plants plant.Set `json:"-"`
 }
@@ -70,6 +76,9 @@ func (c InferConfig) Validate() error {
 	}
 	if len(c.Requests) == 0 {
 		errs = append(errs, "no requests")
+	}
+	if c.BatchSize < 0 {
+		errs = append(errs, fmt.Sprintf("batch size %d is negative (0 or 1: no batches)", c.BatchSize))
 	}
 	for i, r := range c.Requests {
 		if r.At < 0 {
@@ -224,6 +233,8 @@ func (inferDeadline) MsgName() string     { return "keeper.infer_deadline" }
 type inferState struct {
 	spec InferSpec
 	res  InferResult
+	// batchErr refuses the request with the rest of its batch (InferConfig.BatchSize).
+	batchErr api.Error
 	// reqID is the current attempt's ReqID (0 before the first send).
 	reqID uint64
 	// inFlight: the attempt was sent and has not ended; attemptDone: its InferDone came.
@@ -280,6 +291,16 @@ func (c *InferClient) Start(env node.Env) {
 	for i, s := range c.cfg.Requests {
 		c.reqs[i] = inferState{spec: s, res: InferResult{Index: i, Model: s.Model}}
 		env.After(s.At, inferDue{Index: i})
+	}
+	if n := c.cfg.BatchSize; n > 1 {
+		for lo := 0; lo < len(c.cfg.Requests); lo += n {
+			batch := c.cfg.Requests[lo:min(lo+n, len(c.cfg.Requests))]
+			if err := ValidateBatch(batch, c.models[batch[0].Model], c.cfg.QueueBatches); err != nil {
+				for i := lo; i < lo+len(batch); i++ {
+					c.reqs[i].batchErr = err.(*RequestError).APIError()
+				}
+			}
+		}
 	}
 	c.reqs[0].thought = true
 }
@@ -392,6 +413,11 @@ func (c *InferClient) maybeBegin(env node.Env, i int) {
 		return
 	}
 	st.res.Findings = ScanPrompt(st.spec.Prompt)
+	if !st.batchErr.OK() {
+		env.Observe(node.Mark("keeper refused a batch larger than the slots"))
+		c.end(env, i, OutcomeRefused, ExitUsage, st.batchErr)
+		return
+	}
 	if err := ValidateRequest(st.spec, c.models[st.spec.Model]); err != nil {
 		env.Observe(node.Mark("keeper refused an invalid inference request"))
 		c.end(env, i, OutcomeRefused, ExitUsage, err.(*RequestError).APIError())

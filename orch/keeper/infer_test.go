@@ -581,3 +581,34 @@ func TestInferAcceptedThenSilentStalls(t *testing.T) {
 	}
 	r.ended(0, OutcomeStalled, ExitTimeout)
 }
+
+// TestInferBatchLargerThanSlotsRefused: a batch of 8 against 4 slots is refused whole before
+// any work, suggesting 2 batches; with QueueBatches it goes out.
+func TestInferBatchLargerThanSlotsRefused(t *testing.T) {
+	var specs []InferSpec
+	for i := 0; i < 8; i++ {
+		specs = append(specs, spec(tiny))
+	}
+	cfg := inferConfig(specs...)
+	cfg.BatchSize = 8
+	cfg.Models = []ModelInfo{{ID: tiny, ContextLength: 2048, Slots: 4}}
+	r := newInferRig(t, cfg)
+	r.advance(time.Second)
+	r.none("a batch larger than the slots")
+	for i := range specs {
+		res := r.ended(i, OutcomeRefused, ExitUsage)
+		if !strings.Contains(res.Err.Suggestion, "split it into 2 batches") {
+			t.Fatalf("refusal %+v does not suggest 2 batches", res.Err)
+		}
+	}
+	cfg.QueueBatches = true
+	r = newInferRig(t, cfg)
+	r.advance(100 * time.Millisecond)
+	ids := map[uint64]bool{}
+	for _, m := range r.sent() {
+		ids[m.(api.InferReq).ReqID] = true
+	}
+	if len(ids) != 8 {
+		t.Fatalf("a queued batch sent %d requests, want 8", len(ids))
+	}
+}
