@@ -383,12 +383,7 @@ func (r *run) scenarioInferChecks(addrs []node.Addr, clients map[node.Addr][]kee
 	each := func(name string, judge func(a node.Addr, spec keeper.InferSpec, x keeper.InferResult) string, okDetail string) CheckerResult {
 		c := CheckerResult{Name: name, Stage: "monitors", OK: true, Detail: okDetail}
 		for _, a := range addrs {
-			var specs []keeper.InferSpec
-			for _, ic := range r.sc.InferClients {
-				if ic.Addr == a {
-					specs = ic.Client.Requests
-				}
-			}
+			specs := r.requestsOf(a)
 			for _, x := range clients[a] {
 				if x.Index >= len(specs) {
 					continue
@@ -683,12 +678,7 @@ func (r *run) checkCompletions(addrs []node.Addr, clients map[node.Addr][]keeper
 	}
 	checked := 0
 	for _, a := range addrs {
-		var specs []keeper.InferSpec
-		for _, ic := range r.sc.InferClients {
-			if ic.Addr == a {
-				specs = ic.Client.Requests
-			}
-		}
+		specs := r.requestsOf(a)
 		for _, x := range clients[a] {
 			if x.Outcome != keeper.OutcomeCompleted || x.Index >= len(specs) {
 				continue
@@ -873,4 +863,14 @@ func (r *run) queenCrashedDuring(x keeper.InferResult) bool {
 		}
 	}
 	return false
+}
+
+// requestsOf is the request list of an inference client, by its address.
+func (r *run) requestsOf(a node.Addr) []keeper.InferSpec {
+	for _, ic := range r.sc.InferClients {
+		if ic.Addr == a {
+			return ic.Client.Requests
+		}
+	}
+	return nil
 }
