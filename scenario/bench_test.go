@@ -61,11 +61,12 @@ func BenchmarkProvisionerScenarios(b *testing.B) {
 	}
 }
 
-// BenchmarkLoadBalancing runs e2e/load-balancing with 3 hives of 4 workers and 20 clients
-// sending rounds of 5 requests each (100 concurrent requests a round), and reports simulated
+// BenchmarkLoadBalancing runs e2e/load-balancing with 3 hives of 4 workers and 100 clients
+// sending rounds of 5 requests each (500 concurrent requests a round, far past the 96 the
+// workers can hold: most are retried after ALL_SLOTS_BUSY), and reports simulated
 // requests per wall second besides the time compression.
 func BenchmarkLoadBalancing(b *testing.B) {
-	scs, _, wall := benchRuns(b, mustLookup(b, "e2e/load-balancing"), Knobs{Clients: 20})
+	scs, _, wall := benchRuns(b, mustLookup(b, "e2e/load-balancing"), Knobs{Clients: 100})
 	requests := 0
 	for _, sc := range scs {
 		for _, c := range sc.InferClients {
