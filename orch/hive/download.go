@@ -2,6 +2,7 @@ package hive
 
 import (
 	"github.com/rbee-sim/rbee-sim/orch/api"
+	"github.com/rbee-sim/rbee-sim/orch/catalog"
 	"github.com/rbee-sim/rbee-sim/orch/node"
 	"github.com/rbee-sim/rbee-sim/orch/provision"
 )
@@ -19,6 +20,9 @@ type downloadState struct {
 type downloadWaiter struct {
 	from node.Addr
 	req  api.ModelDownloadReq
+	// start, when set, is the worker start waiting for the model (start.go), not a client's
+	// download request.
+	start *startOp
 }
 
 func (h *Hive) startDownloads(env node.Env) {
@@ -47,7 +51,7 @@ func (h *Hive) handleDownload(env node.Env, from node.Addr, r api.ModelDownloadR
 	}
 	for _, ws := range h.downloads.waiting { //det:sorted (a membership test)
 		for _, w := range ws {
-			if w.from == from && w.req.ReqID == r.ReqID {
+			if w.start == nil && w.from == from && w.req.ReqID == r.ReqID {
 				return // a retry of a request already waiting
 			}
 		}
@@ -61,20 +65,8 @@ func (h *Hive) handleDownload(env node.Env, from node.Addr, r api.ModelDownloadR
 // answerRegistered answers a download of a model the catalog already has, whose file is still
 // there at its registered size, without asking the provisioner (which would hash it again).
 func (h *Hive) answerRegistered(env node.Env, from node.Addr, r api.ModelDownloadReq) bool {
-	if err := h.openCatalog(env); err != nil {
-		return false
-	}
-	m, found, err := h.catalog.cat.Get(r.Provider + ":" + r.Reference())
-	if err != nil || !found {
-		return false
-	}
-	f, err := env.Disk().Open(m.LocalPath, false)
-	if err != nil {
-		return false
-	}
-	size, err := f.Size()
-	f.Close()
-	if err != nil || size != m.SizeBytes {
+	m, ok := h.registeredModel(env, r.Provider, r.Reference())
+	if !ok {
 		return false
 	}
 	env.Observe(node.Mark("download answered from the catalog"))
@@ -84,9 +76,34 @@ func (h *Hive) answerRegistered(env node.Env, from node.Addr, r api.ModelDownloa
 	return true
 }
 
+// registeredModel is the catalog's model (provider, reference) when its file is still there at
+// its registered size.
+func (h *Hive) registeredModel(env node.Env, provider, reference string) (catalog.Model, bool) {
+	if err := h.openCatalog(env); err != nil || h.catalog.cat == nil {
+		return catalog.Model{}, false
+	}
+	m, found, err := h.catalog.cat.Get(provider + ":" + reference)
+	if err != nil || !found {
+		return catalog.Model{}, false
+	}
+	f, err := env.Disk().Open(m.LocalPath, false)
+	if err != nil {
+		return catalog.Model{}, false
+	}
+	size, err := f.Size()
+	f.Close()
+	if err != nil || size != m.SizeBytes {
+		return catalog.Model{}, false
+	}
+	return m, true
+}
+
 // downloadProgress forwards progress to the clients waiting for that download.
 func (h *Hive) downloadProgress(env node.Env, p provision.Progress) {
 	for _, w := range h.downloads.waiting[p.ID] {
+		if w.start != nil {
+			continue // a worker start waits for the end only
+		}
 		fwd := p
 		fwd.ReqID = w.req.ReqID
 		env.Send(w.from, fwd)
@@ -109,6 +126,10 @@ func (h *Hive) downloadDone(env node.Env, d provision.Done) {
 		}
 		if resp.Err.OK() {
 			env.Observe(node.Mark("downloaded model registered"))
+		}
+		if w.start != nil {
+			h.startDownloaded(env, w.start, resp)
+			continue
 		}
 		h.remember(useKey{from: w.from, reqID: w.req.ReqID}, resp)
 		env.Send(w.from, resp)

@@ -19,6 +19,8 @@ func (h *Hive) Handle(env node.Env, from node.Addr, m node.Msg) {
 	switch m := m.(type) {
 	case api.ModelDownloadReq:
 		h.handleDownload(env, from, m)
+	case api.WorkerStartReq:
+		h.handleStart(env, from, m)
 	case provision.Progress:
 		if from == env.Self() {
 			h.downloadProgress(env, m)
@@ -217,6 +219,9 @@ func (h *Hive) registerAnswered(env node.Env, w *worker, r api.RegistryResp) {
 	switch r.Err.Code {
 	case api.CodeOK:
 		w.registered = r.Record.Incarnation == w.spec.Incarnation
+		if w.registered {
+			h.startRegistered(env, w)
+		}
 	case api.CodeStaleIncarnation:
 		// The queen knows a newer incarnation than ours: our counter was lost. Move past it.
 		if r.Record.Incarnation >= h.nextInc {

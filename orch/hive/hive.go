@@ -16,6 +16,7 @@ package hive
 
 import (
 	"fmt"
+	"sort"
 	"strconv"
 	"time"
 
@@ -97,6 +98,14 @@ type Config struct {
 	// WorkerModelBytes is the size in bytes of each model (by model ID) passed to spawned
 	// workers (--model-bytes); a model not listed gets 0. May be nil.
 	WorkerModelBytes map[string]int64
+
+	// Starting workers on request (api.WorkerStartReq, see start.go; needs Catalog and
+	// ProcessTable).
+
+	// DeviceMemoryBytes is the memory of each device (by name, e.g. "cuda:0") that the
+	// preflight of a worker start checks the model against; a device not listed is not
+	// checked. May be nil.
+	DeviceMemoryBytes map[string]int64
 }
 
 // DefaultConfig returns a config with every default set and no workers.
@@ -153,6 +162,11 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Sprintf("workers[%d]: duplicate id %q", i, w.ID))
 		}
 		seen[w.ID] = true
+	}
+	for _, d := range sortedKeys(c.DeviceMemoryBytes) {
+		if c.DeviceMemoryBytes[d] < 0 {
+			errs = append(errs, fmt.Sprintf("device %q has %d bytes of memory; give a size of 0 or more, or leave the device out", d, c.DeviceMemoryBytes[d]))
+		}
 	}
 	errs = append(errs, c.validateLifecycle()...)
 	if len(errs) > 0 {
@@ -224,6 +238,7 @@ type Hive struct {
 	catalog   catalogState
 	downloads downloadState
 	life      lifecycleState
+	start     startState
 }
 
 // New returns a hive. It panics on an invalid config: validate at the edge.
@@ -249,6 +264,7 @@ func (h *Hive) Start(env node.Env) {
 		h.workers = append(h.workers, w)
 		h.byID[spec.ID] = w
 	}
+	h.restoreStarts(env) // workers started on request before a restart
 	sortWorkers(h.workers)
 	for _, w := range h.workers {
 		if !h.cfg.WorkerProcesses {
@@ -328,4 +344,13 @@ func (h *Hive) Active(id string) int {
 		return w.active
 	}
 	return 0
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m { //det:sorted (sorted next)
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -2,6 +2,7 @@ package hive
 
 import (
 	"fmt"
+	"sort"
 	"strconv"
 	"time"
 
@@ -82,11 +83,12 @@ func (s lifeState) String() string { return lifeStateNames[s] }
 type stopReason uint8
 
 const (
-	stopLoadFailed stopReason = iota + 1 // timeout or failed load: backoff, then respawn
-	stopVersion                          // version mismatch: failed
-	stopIdle                             // idle timeout: stopped
-	stopShutdown                         // the hive shuts down: stopped
-	stopDrained                          // drained for a rolling update: stopped
+	stopLoadFailed  stopReason = iota + 1 // timeout or failed load: backoff, then respawn
+	stopVersion                           // version mismatch: failed
+	stopIdle                              // idle timeout: stopped
+	stopShutdown                          // the hive shuts down: stopped
+	stopDrained                           // drained for a rolling update: stopped
+	stopStartFailed                       // a worker started on request failed to start: stopped
 )
 
 // lifeWorker is one worker's process as the hive runs it.
@@ -205,6 +207,19 @@ func (h *Hive) startLifecycle(env node.Env) {
 	env.After(h.cfg.RetryInterval, lifeRetryTick{})
 }
 
+// addLifeWorker runs the process of a worker added at run time (start.go): it is spawned (or
+// adopted) after the next process list.
+func (h *Hive) addLifeWorker(env node.Env, id string) {
+	if !h.life.on {
+		return
+	}
+	lw := &lifeWorker{id: id}
+	h.life.ws = append(h.life.ws, lw)
+	sort.Slice(h.life.ws, func(i, j int) bool { return h.life.ws[i].id < h.life.ws[j].id })
+	h.life.byID[id] = lw
+	h.requestList(env)
+}
+
 // become moves w to state s, voiding its timers.
 func (h *Hive) become(w *lifeWorker, s lifeState) {
 	w.state = s
@@ -286,7 +301,7 @@ func (h *Hive) spawnWorker(env node.Env, w *lifeWorker) {
 		return
 	}
 	w.port = port
-	args := append(h.cfg.workerConfig(h.byID[w.id].spec, env.Self()).Args(), "--port", strconv.Itoa(port))
+	args := append(h.workerConfig(h.byID[w.id].spec, env.Self()).Args(), "--port", strconv.Itoa(port))
 	w.spawn = api.ProcSpawn{ReqID: h.nextReqID(), Binary: h.cfg.WorkerBinary, Args: args, Port: port,
 		Addr: node.Addr(w.id)}
 	h.become(w, lifeSpawning)
@@ -348,7 +363,11 @@ func (h *Hive) handleProcSpawned(env node.Env, m api.ProcSpawned) {
 			"worker %s: %s is version %s, but this hive is version %s; killed it", w.id, h.cfg.WorkerBinary, m.Version, h.cfg.Version)
 		logLifeError(env, w, err)
 		env.Observe(node.Mark("worker refused: version mismatch"))
-		h.stopping(env, w, stopVersion, true)
+		why := stopVersion
+		if h.startFailed(env, w, err) {
+			why = stopStartFailed
+		}
+		h.stopping(env, w, why, true)
 	default:
 		h.becomeLoading(env, w)
 	}
@@ -387,6 +406,10 @@ func (h *Hive) becomeFailed(env node.Env, w *lifeWorker, err api.Error) {
 	default:
 		env.Observe(node.Mark("worker failed to start"))
 	}
+	if h.startFailed(env, w, err) {
+		h.become(w, lifeStopped) // a start on request is not tried again
+		return
+	}
 	h.become(w, lifeFailed)
 	h.after(env, w, failedRetryInterval)
 }
@@ -416,7 +439,11 @@ func (h *Hive) handleLifeTimer(env node.Env, t lifeTimer) {
 			"worker %s (pid %d) did not report ready within %v of its start; killed it", w.id, w.pid, h.cfg.LoadTimeout)
 		logLifeError(env, w, err)
 		env.Observe(node.Mark("worker killed: loading timeout"))
-		h.stopping(env, w, stopLoadFailed, true)
+		why := stopLoadFailed
+		if h.startFailed(env, w, err) {
+			why = stopStartFailed
+		}
+		h.stopping(env, w, why, true)
 	case lifeStopping:
 		env.Log().Warn("worker did not stop within the grace period; killing it", "worker", w.id, "pid", w.pid,
 			"grace", h.cfg.StopGrace.String())
@@ -498,6 +525,10 @@ func (h *Hive) handleProcExited(env node.Env, m api.ProcExited) {
 	logLifeError(env, w, err)
 	env.Observe(node.Mark("worker crashed"))
 	h.removeFromRegistry(env, w)
+	if h.startFailed(env, w, err) {
+		h.become(w, lifeStopped)
+		return
+	}
 	h.becomeBackoff(env, w)
 }
 
@@ -521,6 +552,8 @@ func (h *Hive) afterExit(env node.Env, w *lifeWorker) {
 	case w.why == stopDrained:
 		env.Observe(node.Mark("worker stopped: drained"))
 		h.become(w, lifeStopped)
+	case w.why == stopStartFailed:
+		h.become(w, lifeStopped)
 	case w.why == stopVersion:
 		h.become(w, lifeFailed)
 		h.after(env, w, failedRetryInterval)
@@ -541,7 +574,11 @@ func (h *Hive) onWorkerReady(env node.Env, from node.Addr, m api.WorkerReady) {
 	case lifeLoading:
 		h.handleWorkerReady(env, from, m)
 		if !m.Err.OK() {
-			h.stopping(env, w, stopLoadFailed, true)
+			why := stopLoadFailed
+			if h.startFailed(env, w, m.Err) {
+				why = stopStartFailed
+			}
+			h.stopping(env, w, why, true)
 		} else if h.byID[w.id].ready {
 			h.becomeRunning(env, w)
 		}
@@ -632,6 +669,8 @@ func (h *Hive) Shutdown(env node.Env) {
 			h.send(env, w, api.RemoveReq{ReqID: h.nextReqID(), Worker: w.spec.ID})
 		}
 	}
+	h.failStarts(env, api.Errorf(api.CodeStartUnsupported, "start the worker on another hive, or once this one is back",
+		"hive %s is shutting down; the worker start was abandoned", env.Self()))
 	env.Observe(node.Mark("hive shutdown: TERM sent, workers removed from the registry"))
 	env.After(h.cfg.StopGrace, shutdownGrace{})
 	env.After(shutdownMax, shutdownDeadline{})

@@ -2,6 +2,7 @@ package keeper
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -56,12 +57,32 @@ type InferConfig struct {
 	// QueueBatches lets its prompts wait for free slots.
 	BatchSize    int  `json:"batch_size,omitempty"`
 	QueueBatches bool `json:"queue_batches,omitempty"`
+	// StartWorkers are workers the client has hives start first (rbee-keeper worker start,
+	// then infer): at start it sends each hive its api.WorkerStartReq, again every
+	// startResendInterval with the same ReqID until answered, and holds every request until
+	// each start was answered OK. A start that fails ends every request not yet ended with the
+	// start's error (failed, exit code 1).
+	StartWorkers []StartSpec `json:"start_workers,omitempty"`
 	// Plants enables planted bugs (builds with -tags plant only); the zero Set enables none.
 	Plants plant.Set `json:"-"`
 }
 
+// StartSpec is one worker the client asks a hive to start (see InferConfig.StartWorkers):
+// the model file on the hub, the device and the slots.
+type StartSpec struct {
+	Hive     node.Addr `json:"hive"`
+	Provider string    `json:"provider,omitempty"`
+	Repo     string    `json:"repo"`
+	Revision string    `json:"revision,omitempty"`
+	File     string    `json:"file"`
+	Device   string    `json:"device"`
+	Slots    int       `json:"slots"`
+}
+
 // Limits of the inference client.
 const (
+	// startResendInterval is how often an unanswered worker start is sent again.
+	startResendInterval = time.Second
 	// connectResendsMax is how many times an unanswered InferReq is sent again.
 	connectResendsMax = 2
 	// busyRetriesMax bounds InferConfig.BusyBackoff.
@@ -79,6 +100,11 @@ func (c InferConfig) Validate() error {
 	}
 	if c.BatchSize < 0 {
 		errs = append(errs, fmt.Sprintf("batch size %d is negative (0 or 1: no batches)", c.BatchSize))
+	}
+	for i, s := range c.StartWorkers {
+		if s.Hive == "" || s.Repo == "" || s.File == "" || s.Device == "" || s.Slots < 1 {
+			errs = append(errs, fmt.Sprintf("start_workers[%d]: want a hive, a repo, a file, a device and at least 1 slot, got %+v", i, s))
+		}
 	}
 	for i, r := range c.Requests {
 		if r.At < 0 {
@@ -217,6 +243,7 @@ type (
 	inferCancelResend struct{ Index int }
 	inferDoneWait     struct{ Index int }
 	inferDeadline     struct{ Index int }
+	startResend       struct{ Index int }
 )
 
 func (inferDue) MsgName() string          { return "keeper.infer_due" }
@@ -228,6 +255,7 @@ func (inferCancelDue) MsgName() string    { return "keeper.infer_cancel_due" }
 func (inferCancelResend) MsgName() string { return "keeper.infer_cancel_resend" }
 func (inferDoneWait) MsgName() string     { return "keeper.infer_done_wait" }
 func (inferDeadline) MsgName() string     { return "keeper.infer_deadline" }
+func (startResend) MsgName() string       { return "keeper.start_resend" }
 
 // inferState is one request's volatile state.
 type inferState struct {
@@ -267,6 +295,16 @@ type InferClient struct {
 	byID   map[uint64]int // every ReqID drawn, to its request
 	// dones are the InferDone that ended each attempt: an identical one again is a replay.
 	dones map[uint64]api.InferDone
+	// starts are the worker starts (InferConfig.StartWorkers), by index.
+	starts []workerStart
+}
+
+// workerStart is one worker start the client asked a hive for.
+type workerStart struct {
+	req      api.WorkerStartReq
+	hive     node.Addr
+	answered bool
+	resp     api.WorkerStartResp
 }
 
 // NewInferClient returns an inference client. It panics on an invalid config: validate at the
@@ -303,6 +341,65 @@ func (c *InferClient) Start(env node.Env) {
 		}
 	}
 	c.reqs[0].thought = true
+	c.starts = nil
+	for i, s := range c.cfg.StartWorkers {
+		req := api.WorkerStartReq{ReqID: c.newReqID(env), Provider: s.Provider, Repo: s.Repo, Revision: s.Revision,
+			File: s.File, Device: s.Device, Slots: s.Slots}
+		c.starts = append(c.starts, workerStart{req: req, hive: s.Hive})
+		env.Send(s.Hive, req)
+		env.After(startResendInterval, startResend{Index: i})
+	}
+}
+
+// StartResults are the hives' answers to the worker starts, by index of
+// InferConfig.StartWorkers; the zero answer for a start not answered yet.
+func (c *InferClient) StartResults() []api.WorkerStartResp {
+	out := make([]api.WorkerStartResp, len(c.starts))
+	for i, s := range c.starts {
+		out[i] = s.resp
+	}
+	return out
+}
+
+// startsReady reports whether every worker start was answered OK.
+func (c *InferClient) startsReady() bool {
+	for _, s := range c.starts {
+		if !s.answered || !s.resp.Err.OK() {
+			return false
+		}
+	}
+	return true
+}
+
+// handleStartResp follows a hive's answer to a worker start: once every start succeeded the
+// requests that are due go out; a failed start ends every request with its error.
+func (c *InferClient) handleStartResp(env node.Env, from node.Addr, r api.WorkerStartResp) {
+	i := slices.IndexFunc(c.starts, func(s workerStart) bool { return s.hive == from && s.req.ReqID == r.ReqID })
+	if i < 0 || c.starts[i].answered {
+		return // a stranger's, or a repeat
+	}
+	st := &c.starts[i]
+	st.answered, st.resp = true, r
+	if !r.Err.OK() {
+		env.Observe(node.Mark("keeper: a worker start failed"))
+		e := r.Err
+		e.Message = fmt.Sprintf("the worker for %s on %s could not be started on hive %s, so the request was not sent: %s",
+			st.req.ModelID(), st.req.Device, from, e.Message)
+		for j := range c.reqs {
+			if c.reqs[j].res.Outcome == OutcomeOpen {
+				c.end(env, j, OutcomeFailed, ExitFailed, e)
+			}
+		}
+		return
+	}
+	env.Log().Info("worker started", "hive", from, "worker", r.Worker, "model", r.Model)
+	if !c.startsReady() {
+		return
+	}
+	env.Observe(node.Mark("keeper: every worker start answered, sending requests"))
+	for j := range c.reqs {
+		c.maybeBegin(env, j)
+	}
 }
 
 // Results returns the record of every request, by request index. The slices are copies.
@@ -336,6 +433,10 @@ func (c *InferClient) Pending() []uint64 {
 func (c *InferClient) Handle(env node.Env, from node.Addr, m node.Msg) {
 	if from == env.Self() {
 		c.handleTimer(env, m)
+		return
+	}
+	if r, ok := m.(api.WorkerStartResp); ok {
+		c.handleStartResp(env, from, r)
 		return
 	}
 	if from != c.cfg.Queen {
@@ -400,6 +501,11 @@ func (c *InferClient) handleTimer(env node.Env, m node.Msg) {
 		}
 	case inferDeadline:
 		c.onDeadline(env, m.Index)
+	case startResend:
+		if st := &c.starts[m.Index]; !st.answered {
+			env.Send(st.hive, st.req)
+			env.After(startResendInterval, m)
+		}
 	default:
 		panic(fmt.Sprintf("keeper: inference client got an unknown timer %T %+v", m, m))
 	}
@@ -409,7 +515,7 @@ func (c *InferClient) handleTimer(env node.Env, m node.Msg) {
 // before it ended ThinkTime ago).
 func (c *InferClient) maybeBegin(env node.Env, i int) {
 	st := &c.reqs[i]
-	if !st.due || (c.cfg.Sequential && !st.thought) || st.reqID != 0 || st.res.Outcome != OutcomeOpen {
+	if !st.due || (c.cfg.Sequential && !st.thought) || st.reqID != 0 || st.res.Outcome != OutcomeOpen || !c.startsReady() {
 		return
 	}
 	st.res.Findings = ScanPrompt(st.spec.Prompt)
@@ -457,7 +563,7 @@ func (c *InferClient) attempt(env node.Env, i int) {
 func (c *InferClient) newReqID(env node.Env) uint64 {
 	for {
 		id := env.Rand().Uint64()
-		if _, used := c.byID[id]; id != 0 && !used {
+		if _, used := c.byID[id]; id != 0 && !used && !slices.ContainsFunc(c.starts, func(s workerStart) bool { return s.req.ReqID == id }) {
 			return id
 		}
 	}
