@@ -239,6 +239,31 @@ type routeStats struct {
 // pick chooses the worker for the request's next attempt: among the candidates that are not
 // full, one with the fewest outstanding attempts, ties broken with env.Rand(). It draws from
 // env.Rand() only when there is a tie. It returns nil when no candidate has room.
+// leastLoaded is the routable, untried candidate with the fewest outstanding attempts, full or
+// not (ties broken with env.Rand()); nil when there is none.
+func (q *Queen) leastLoaded(env node.Env, inf *inference) *worker {
+	var best []*worker
+	least := 0
+	for _, w := range q.sorted {
+		if w.rec.Model != inf.req.Model || !q.routable(&w.rec) || slices.Contains(inf.tried, w.rec.ID) {
+			continue
+		}
+		switch n := w.outstanding; {
+		case len(best) == 0 || n < least:
+			best, least = append(best[:0], w), n
+		case n == least:
+			best = append(best, w)
+		}
+	}
+	switch len(best) {
+	case 0:
+		return nil
+	case 1:
+		return best[0]
+	}
+	return best[env.Rand().IntN(len(best))]
+}
+
 func (q *Queen) pick(env node.Env, inf *inference) (*worker, routeStats) {
 	var st routeStats
 	best, least := q.infer.scratch[:0], 0
@@ -539,6 +564,11 @@ func (q *Queen) failover(env node.Env, inf *inference, why string, counted, canc
 		return
 	}
 	w, st := q.pick(env, inf)
+	if w == nil && counted {
+		// A request already under way is not turned away for want of room: it goes to the
+		// least loaded candidate beyond the admission allowance, whose own queue bounds it.
+		w = q.leastLoaded(env, inf)
+	}
 	if w == nil {
 		if !counted && len(inf.sent) == 0 {
 			env.Observe(node.Mark("inference refused: every worker's slots busy"))

@@ -833,3 +833,26 @@ func TestInferTimerFromPeerIgnored(t *testing.T) {
 		t.Fatal("timer names live under queen.")
 	}
 }
+
+// e2e/graceful-shutdown: a request already under way fails over to a full worker rather than
+// ending with WORKER_LOST for want of room: the worker's own queue bounds it.
+func TestInferFailoverOvercommitsAFullWorker(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.QueueAllowance = 0 // a worker is full at its slots
+	h, old := failoverSetup(t, cfg)
+	to, a2 := h.infer(client, req(2))
+	if to != "w2" {
+		t.Fatalf("second request went to %s, want w2", to)
+	}
+	h.wantLoad(2, map[string]int{"w1": 1, "w2": 1})
+	h.advance(h.cfg.StallTimeout / 2)
+	h.tokens("w2", a2.ReqID, 0, 1) // the second request streams on
+	sent := h.advance(h.cfg.StallTimeout / 2)
+	if !slices.Equal(cancels(sent, "w1"), []uint64{old.ReqID}) {
+		t.Fatalf("stalled attempt not cancelled: %+v", sent)
+	}
+	if to, _ := attemptIn(t, sent); to != "w2" {
+		t.Fatalf("failover went to %s, want the full w2", to)
+	}
+	h.wantLoad(2, map[string]int{"w2": 2})
+}
