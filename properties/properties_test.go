@@ -235,6 +235,9 @@ func TestLifecycleIdleTimeout(t *testing.T) { checkScenario(t, "lifecycle/idle-t
 // TestLifecycleStartFailures covers lifecycle/start-failures.
 func TestLifecycleStartFailures(t *testing.T) { checkScenario(t, "lifecycle/start-failures") }
 
+// TestE2EColdStart covers e2e/cold-start.
+func TestE2EColdStart(t *testing.T) { checkScenario(t, "e2e/cold-start") }
+
 // TestE2EGracefulShutdown covers e2e/graceful-shutdown.
 func TestE2EGracefulShutdown(t *testing.T) { checkScenario(t, "e2e/graceful-shutdown") }
 

@@ -37,7 +37,7 @@ func (r *run) addWorkerProcesses() {
 		if h.Spawn {
 			r.addProcessTable(h, machine)
 		}
-		for _, w := range h.Workers {
+		for _, w := range h.processes() {
 			wcfg := worker.DefaultConfig()
 			wcfg.ID, wcfg.Hive, wcfg.Engine, wcfg.Model = w.ID, h.Addr, EngineAddr(w.ID), w.Model
 			wcfg.Slots, wcfg.QueueMax, wcfg.Plants = w.Slots, r.sc.WorkerQueue, plant.NewSet(withPrefix(r.sc.Plants, "worker-")...)
@@ -486,6 +486,8 @@ func (r *run) scenarioInferChecks(addrs []node.Addr, clients map[node.Addr][]kee
 				}
 				return ""
 			}, "every request that failed over completed, or ended with WORKER_LOST and its partial output")}
+	case "e2e/cold-start":
+		return r.coldStartChecks(addrs, clients)
 	case "validation/max-tokens", "validation/prompt-injection", "validation/batch-size":
 		return []CheckerResult{each("invalid requests are refused before any work, saying why and what to do",
 			func(a node.Addr, spec keeper.InferSpec, x keeper.InferResult) string {
@@ -634,6 +636,9 @@ func (r *run) markInference() {
 			}
 			if len(x.Tokens) > 0 && (x.Outcome == keeper.OutcomeStalled || x.Err.Code == api.CodeWorkerLost) {
 				r.s.Mark(markStalledPartial)
+			}
+			if x.Outcome == keeper.OutcomeCompleted && r.startedWorker(x.Worker) {
+				r.s.Mark(markColdServed)
 			}
 		}
 	}

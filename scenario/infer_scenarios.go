@@ -62,6 +62,8 @@ func inferEntries() []Entry {
 			FaultKinds: []string{"net-delay"}, build: buildStartFailures},
 		{ID: "e2e/graceful-shutdown", Doc: "a hive is stopped with requests in flight while another hive serves the model: its workers finish what they run, new requests go elsewhere, no request fails",
 			FaultKinds: []string{"net-delay"}, build: buildGracefulShutdown},
+		{ID: "e2e/cold-start", Doc: "no worker for the model anywhere: a client has a hive start one; the hive downloads the model (retrying the hub's 503s), registers it, passes the preflight, spawns the worker, answers once it is ready and registered; the client's requests then complete on it",
+			FaultKinds: []string{"net-delay", "hub-5xx"}, build: buildColdStart, ensure: ensureColdHubErrors},
 		{ID: "lifecycle/idle-timeout", Doc: "worker processes idle past their idle timeout are stopped and deregistered; the hive stays up",
 			FaultKinds: []string{"net-delay"}, build: buildIdleTimeout},
 		{ID: "validation/max-tokens", Doc: "max_tokens beyond the model's context is refused before any work, naming the limit and a fix",

@@ -175,7 +175,7 @@ func newRun(sc Scenario, o Options) *run {
 		hcfg := hive.DefaultConfig(sc.Queen.Addr)
 		hcfg.Workers = h.Workers
 		hcfg.Catalog, hcfg.CatalogBusyTimeout, hcfg.Plants = h.Catalog, -1, plant.NewSet(sc.Plants...)
-		hcfg.WorkerProcesses = h.WorkerProcesses
+		hcfg.WorkerProcesses, hcfg.DeviceMemoryBytes = h.WorkerProcesses, h.DeviceMemory
 		if h.Spawn {
 			m := h.Machine
 			if m == "" {

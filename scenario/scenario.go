@@ -78,6 +78,8 @@ type ProvisionerSpec struct {
 	BurstBytes int64 `json:"burst_bytes,omitempty"`
 	// FreeSpaceMarginBytes is the free space a download must leave on the disk.
 	FreeSpaceMarginBytes int64 `json:"free_space_margin_bytes,omitempty"`
+	// RetryAttemptsMax bounds consecutive failed attempts of a download.
+	RetryAttemptsMax int `json:"retry_attempts_max,omitempty"`
 }
 
 // apply copies the spec's non-zero settings into cfg; a nil spec changes nothing.
@@ -93,6 +95,9 @@ func (p *ProvisionerSpec) apply(cfg *provision.Config) {
 	}
 	if p.FreeSpaceMarginBytes > 0 {
 		cfg.FreeSpaceMarginBytes = p.FreeSpaceMarginBytes
+	}
+	if p.RetryAttemptsMax > 0 {
+		cfg.RetryAttemptsMax = p.RetryAttemptsMax
 	}
 }
 
@@ -136,6 +141,23 @@ type HiveSpec struct {
 	ShutdownAt time.Duration `json:"shutdown_at,omitempty"`
 	// HeldPorts are ports something else on the machine holds (with Spawn).
 	HeldPorts []int `json:"held_ports,omitempty"`
+	// Started are the workers the hive will start on request (api.WorkerStartReq from an
+	// inference client's StartWorkers), with the IDs the hive gives them ("<hive>-w<N>"):
+	// none runs at the start, but the harness puts their engines on the machine and watches
+	// them like the other worker processes (needs Spawn and Catalog).
+	Started []api.WorkerSpec `json:"started,omitempty"`
+	// DeviceMemory is the memory of the hive's devices that a worker start's preflight checks
+	// (hive.Config.DeviceMemoryBytes).
+	DeviceMemory map[string]int64 `json:"device_memory,omitempty"`
+}
+
+// processes are the hive's worker processes: its workers when it runs them as processes, and
+// the workers it will start on request.
+func (h HiveSpec) processes() []api.WorkerSpec {
+	if !h.WorkerProcesses {
+		return nil
+	}
+	return append(append([]api.WorkerSpec(nil), h.Workers...), h.Started...)
 }
 
 // DrainSpec is an operator draining a worker at a time.
@@ -208,13 +230,14 @@ func (sc Scenario) Validate() error {
 		}
 	}
 	for _, h := range sc.Hives {
-		for _, w := range h.Workers {
-			if h.WorkerProcesses && (seen[node.Addr(w.ID)] || seen[EngineAddr(w.ID)]) {
+		for _, w := range h.processes() {
+			if seen[node.Addr(w.ID)] || seen[EngineAddr(w.ID)] {
 				add("hive %s: worker process %q (or its engine) has the address of another node", h.Addr, w.ID)
 			}
-			if h.WorkerProcesses {
-				seen[node.Addr(w.ID)], seen[EngineAddr(w.ID)] = true, true
-			}
+			seen[node.Addr(w.ID)], seen[EngineAddr(w.ID)] = true, true
+		}
+		if len(h.Started) > 0 && !(h.WorkerProcesses && h.Spawn && h.Catalog) {
+			add("hive %s: started workers need worker_processes, spawn and catalog: the hive spawns them and finds their model in its catalog", h.Addr)
 		}
 	}
 	if sc.WorkerQueue < 0 {
@@ -269,16 +292,16 @@ func (sc Scenario) Topology() faults.Topology {
 		if h.Catalog {
 			t.Files[h.Addr] = []string{"catalog/models.db"}
 		}
+		for _, w := range h.processes() {
+			t.Processes = append(t.Processes, node.Addr(w.ID))
+			t.Engines = append(t.Engines, EngineAddr(w.ID))
+			if h.Machine != "" {
+				t.Machines[node.Addr(w.ID)] = h.Machine
+				t.Machines[EngineAddr(w.ID)] = h.Machine
+			}
+		}
 		devs := map[string]bool{}
 		for _, w := range h.Workers {
-			if h.WorkerProcesses {
-				t.Processes = append(t.Processes, node.Addr(w.ID))
-				t.Engines = append(t.Engines, EngineAddr(w.ID))
-				if h.Machine != "" {
-					t.Machines[node.Addr(w.ID)] = h.Machine
-					t.Machines[EngineAddr(w.ID)] = h.Machine
-				}
-			}
 			t.Workers[h.Addr] = append(t.Workers[h.Addr], w.ID)
 			if w.Capability != "cpu" && !devs[w.Capability] {
 				devs[w.Capability] = true
@@ -301,11 +324,11 @@ func (sc Scenario) Topology() faults.Topology {
 	return t
 }
 
-// WorkerCount is the number of workers over all hives.
+// WorkerCount is the number of workers over all hives, those started on request included.
 func (sc Scenario) WorkerCount() int {
 	n := 0
 	for _, h := range sc.Hives {
-		n += len(h.Workers)
+		n += len(h.Workers) + len(h.Started)
 	}
 	return n
 }
