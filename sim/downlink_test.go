@@ -123,3 +123,24 @@ func TestDownlinkServesInArrivalOrder(t *testing.T) {
 		t.Fatalf("bulk arrived at %v, want 1.6s", got)
 	}
 }
+
+// TestStreamResetTellsTheSender: a message on a stream link that finds its target crashed
+// tells the sender node.PeerGone, once per incarnation of the target; a plain link says
+// nothing.
+func TestStreamResetTellsTheSender(t *testing.T) {
+	s, _ := downlinkRig()
+	s.Network().SetDownlink("m2", 0)
+	s.Network().SetLink("src", "dst", LinkConfig{Latency: time.Millisecond, Stream: true})
+	s.At(time.Second, "crash dst", func() { s.Crash("dst") })
+	for i := range 3 {
+		s.At(2*time.Second+time.Duration(i)*time.Millisecond, "send", func() { s.Inject("test", "src", sendAll{[]node.Msg{ping{i}}}) })
+		s.At(2*time.Second+time.Duration(i)*time.Millisecond, "send near", func() { s.Inject("test", "near", sendAll{[]node.Msg{ping{i}}}) })
+	}
+	s.Run(time.Minute)
+	if got := s.Node("src").(*arrivals).at["node.peer_gone"]; len(got) != 1 || got[0] != 2*time.Second+2*time.Millisecond {
+		t.Fatalf("src was told %v, want one PeerGone at 2.002s (one per incarnation)", got)
+	}
+	if got := s.Node("near").(*arrivals).at["node.peer_gone"]; len(got) != 0 {
+		t.Fatalf("a plain link told near %v, want nothing", got)
+	}
+}

@@ -24,6 +24,10 @@ type LinkConfig struct {
 	// ReorderDelay, so later messages overtake it.
 	Reorder      float64       `json:"reorder"`
 	ReorderDelay time.Duration `json:"reorder_delay"`
+	// Stream makes the link a connection (TCP, an SSE stream): a message on it that finds its
+	// target down tells the sender node.PeerGone, once per incarnation of the target, as a
+	// connection reset does.
+	Stream bool `json:"stream,omitempty"`
 }
 
 // Validate checks that probabilities are within [0, 1] and durations are not negative.

@@ -55,6 +55,7 @@ type Sim struct {
 	diskRng *rand.Rand // tears writes at power failures
 	hooks   Hooks
 	marks   map[string]int
+	resets  map[resetKey]bool // stream resets told (see resetStream)
 	logOut  slog.Handler
 	stopped bool
 }
@@ -77,6 +78,7 @@ func New(o Options) *Sim {
 		disks:  map[string]*Disk{},
 		trace:  newTrace(),
 		marks:  map[string]int{},
+		resets: map[resetKey]bool{},
 		logOut: o.Log,
 	}
 	s.trace.keep = o.KeepTraceLines
@@ -266,7 +268,12 @@ func (s *Sim) start(e event) {
 func (s *Sim) deliver(e event) {
 	p := e.to
 	if p.inc != e.inc || !p.up {
-		return // the process crashed since: its timers and undelivered messages are gone
+		// The process crashed since: its timers and undelivered messages are gone. On a
+		// stream link the sender learns it, as from a connection reset.
+		if e.kind == evDeliver {
+			s.resetStream(e.from, p)
+		}
+		return
 	}
 	if p.paused || p.busy {
 		p.held = append(p.held, e)
@@ -319,6 +326,28 @@ func (s *Sim) send(p *proc, to node.Addr, m node.Msg) {
 		s.trace.record(s.now, "dup", p.addr, to, m.MsgName(), nil)
 		s.schedule(event{at: s.now + d2, kind: kind, to: target, inc: target.inc, from: p.addr, msg: m})
 	}
+}
+
+// resetStream tells from that its stream to p broke, once per incarnation of p, after the
+// link's latency back.
+func (s *Sim) resetStream(from node.Addr, p *proc) {
+	sender, ok := s.procs[from]
+	if !ok || from == p.addr || !s.net.config(from, p.addr).Stream {
+		return
+	}
+	k := resetKey{from: from, to: p.addr, inc: p.inc}
+	if s.resets[k] {
+		return
+	}
+	s.resets[k] = true
+	s.schedule(event{at: s.now + s.net.config(p.addr, from).Latency, kind: evDeliver, to: sender, inc: sender.inc,
+		from: p.addr, msg: node.PeerGone{Peer: p.addr}})
+}
+
+// resetKey names a stream reset already told: sender, target and the target's incarnation.
+type resetKey struct {
+	from, to node.Addr
+	inc      uint64
 }
 
 // simTimeHandler stamps log records with the simulated time instead of the wall clock, so logs

@@ -27,6 +27,17 @@ type Msg interface {
 	MsgName() string
 }
 
+// PeerGone is what a runtime tells a node when a stream connection to Peer broke: the peer
+// process died or went away (an HTTP/SSE connection reset in the real runtime; in the
+// simulator, a message on a stream link that found its target down). A node uses it to stop
+// work nobody will read, such as a request whose client went away.
+type PeerGone struct {
+	Peer Addr `json:"peer"`
+}
+
+// MsgName implements Msg.
+func (PeerGone) MsgName() string { return "node.peer_gone" }
+
 // TimerID names a timer set with Env.After. Zero is never a valid ID.
 type TimerID uint64
 

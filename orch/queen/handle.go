@@ -77,6 +77,8 @@ func (q *Queen) Handle(env node.Env, from node.Addr, m node.Msg) {
 		q.handleInferDone(env, from, msg)
 	case api.InferCancel:
 		q.handleInferCancel(env, from, msg)
+	case node.PeerGone:
+		q.handlePeerGone(env, msg)
 	case api.InferCancelResp:
 		// A worker confirming a cancel of an attempt the queen already abandoned.
 	case api.RegistryRequest:

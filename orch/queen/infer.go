@@ -1,6 +1,7 @@
 package queen
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"time"
@@ -745,4 +746,24 @@ func errWorkerLost(inf *inference, why string) api.Error {
 	return api.Errorf(api.CodeWorkerLost,
 		fmt.Sprintf("retry the request; if it keeps failing, check the workers serving model %s (rbee-keeper workers list)", inf.req.Model),
 		"%s; %d tokens were delivered and stand as partial output", why, len(inf.sent))
+}
+
+// handlePeerGone cancels the requests of a client whose stream broke (it died or went away):
+// nobody will read their tokens, so their workers stop generating them. A worker's stream
+// breaking is left to the registry and the stall timer.
+func (q *Queen) handlePeerGone(env node.Env, g node.PeerGone) {
+	var gone []*inference
+	for k, inf := range q.infer.active { //det:sorted (sorted next)
+		if k.From == g.Peer {
+			gone = append(gone, inf)
+		}
+	}
+	slices.SortFunc(gone, func(a, b *inference) int { return cmp.Compare(a.seq, b.seq) })
+	for _, inf := range gone {
+		env.Observe(node.Mark("inference cancelled: client went away"))
+		q.endAttempt(env, inf, true)
+		q.finish(env, inf, api.InferDone{FinishReason: api.FinishCancelled, Err: api.Errorf(api.CodeCancelled,
+			"nothing to do: the client is gone", "the client's connection broke after %d tokens were delivered", len(inf.sent))})
+	}
+	q.assertInfer()
 }

@@ -856,3 +856,21 @@ func TestInferFailoverOvercommitsAFullWorker(t *testing.T) {
 	}
 	h.wantLoad(2, map[string]int{"w2": 2})
 }
+
+// inference/cancel: a client whose connection broke (node.PeerGone) has its requests cancelled
+// at their workers; other clients' requests run on.
+func TestInferClientGoneCancelsItsRequests(t *testing.T) {
+	h := newIH(t, DefaultConfig())
+	h.worker("w1", "m", 4)
+	_, a := h.infer(client, req(1))
+	_, b := h.infer("keeper-2", req(1))
+	sent := h.deliver(client, node.PeerGone{Peer: client})
+	if !slices.Equal(cancels(sent, "w1"), []uint64{a.ReqID}) {
+		t.Fatalf("client gone: sent %+v, want the cancel of its attempt %d only", sent, a.ReqID)
+	}
+	h.wantMark("inference cancelled: client went away")
+	h.wantLoad(1, map[string]int{"w1": 1})
+	if h.q.infer.active[dedupKey{From: "keeper-2", ReqID: 1}] == nil || b.ReqID == 0 {
+		t.Fatal("another client's request was cancelled too")
+	}
+}

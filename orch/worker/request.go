@@ -2,6 +2,7 @@ package worker
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -310,4 +311,31 @@ func (c *doneCache) put(k key, d api.InferDone) {
 		c.order = append(c.order, k)
 	}
 	c.ends[k] = d
+}
+
+// handlePeerGone cancels every request of a sender whose stream broke (the queen died): nobody
+// will read their tokens, and their slots are wanted.
+func (w *Worker) handlePeerGone(env node.Env, g node.PeerGone) {
+	var gone []*request
+	for k, r := range w.live { //det:sorted (sorted next)
+		if k.from == g.Peer {
+			gone = append(gone, r)
+		}
+	}
+	// Queued ones first, so that a freed slot does not start one of them.
+	sort.Slice(gone, func(i, j int) bool {
+		if gone[i].running != gone[j].running {
+			return !gone[i].running
+		}
+		return gone[i].id < gone[j].id
+	})
+	for _, r := range gone {
+		env.Observe(node.Mark("worker cancelled: requester went away"))
+		if r.running {
+			env.Send(w.cfg.Engine, api.EngineStop{ReqID: r.id})
+			r.keepSlot = w.cfg.Plants.Has(PlantSlotLeakOnCancel)
+		}
+		w.finish(env, r, api.FinishCancelled, api.Errorf(api.CodeCancelled, "send the request again to run it",
+			"request %d was cancelled: its sender went away after %d tokens", r.key.id, r.tokens))
+	}
 }

@@ -190,6 +190,10 @@ func (w *Worker) Handle(env node.Env, from node.Addr, m node.Msg) {
 		if w.notFromEngine(env, from, m) {
 			w.handleCancel(env, from, m)
 		}
+	case node.PeerGone:
+		if from != w.cfg.Engine {
+			w.handlePeerGone(env, m)
+		}
 	case api.ProcTerm:
 		// SIGTERM from the process table: stop taking requests, finish those running, exit.
 		env.Observe(node.Mark("worker stopping on TERM"))

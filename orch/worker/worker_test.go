@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/rbee-sim/rbee-sim/orch/api"
+	"github.com/rbee-sim/rbee-sim/orch/node"
 	"github.com/rbee-sim/rbee-sim/orch/plant"
 )
 
@@ -468,4 +469,25 @@ func TestTermStopsGracefully(t *testing.T) {
 	if e := one[api.ProcExit](r, "procs@m1"); e.Code != 0 {
 		t.Fatalf("graceful exit code %d, want 0", e.Code)
 	}
+}
+
+// TestRequesterGoneCancelsItsRequests: when the queen's stream breaks (node.PeerGone), its
+// requests stop and their slots are freed; the engine's own PeerGone means nothing here.
+func TestRequesterGoneCancelsItsRequests(t *testing.T) {
+	r := newReady(t, 1, 1)
+	r.req(1)
+	id1 := r.started()
+	r.req(2) // queued
+	r.deliver(queen, node.PeerGone{Peer: queen})
+	if s := one[api.EngineStop](r, engine); s.ReqID != id1 {
+		t.Fatalf("stopped %d, want the running %d", s.ReqID, id1)
+	}
+	ends := take[api.InferDone](r, queen)
+	if len(ends) != 2 {
+		t.Fatalf("ends %+v, want both requests ended", ends)
+	}
+	wantEnd(t, ends[0], 2, api.FinishCancelled, api.CodeCancelled, 0) // the queued one first
+	wantEnd(t, ends[1], 1, api.FinishCancelled, api.CodeCancelled, 0)
+	r.req(3) // the slot is free again
+	r.started()
 }
