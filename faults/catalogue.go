@@ -44,7 +44,7 @@ type kind interface {
 
 // catalogue is every kind, sorted by name.
 var catalogue = []kind{
-	clockDrift{}, clockJump{}, clockSkew{}, crashRestart{}, deviceFault{},
+	clientGone{}, clockDrift{}, clockJump{}, clockSkew{}, crashRestart{}, deviceFault{},
 	diskClobberHeader{}, diskFlip{}, diskFsyncFail{}, diskFull{}, diskSlow{}, diskTruncate{},
 	netDelay{}, netDuplicate{}, netLoss{}, netReorder{},
 	partitionIsolate{}, partitionOneway{}, partitionSplit{}, partitionSymmetric{},

@@ -14,7 +14,7 @@ import (
 )
 
 var allKinds = []string{
-	"clock-drift", "clock-jump", "clock-skew", "crash-restart", "device-fault",
+	"client-gone", "clock-drift", "clock-jump", "clock-skew", "crash-restart", "device-fault",
 	"disk-clobber-header", "disk-flip", "disk-fsync-fail", "disk-full", "disk-slow", "disk-truncate",
 	"engine-crash", "engine-hang", "engine-oom",
 	"hub-5xx", "hub-corrupt", "hub-hang", "hub-ignore-range", "hub-rate-limit", "hub-reset",
@@ -76,6 +76,12 @@ func checkHealed(t *testing.T, c *cluster, f Fault) {
 		t.Fatalf("after %+v: partitioned %v, default %+v", f, n.Partitioned(), n.Default())
 	}
 	for _, a := range c.s.Addrs() {
+		if f.Kind == "client-gone" && a == f.Targets[0] {
+			if !c.s.Gone(a) {
+				t.Fatalf("after %+v: %s is not gone", f, a)
+			}
+			continue // gone for good, by design
+		}
 		if !c.s.Up(a) || c.s.Paused(a) || c.s.Clock(a).DriftPPM() != 0 {
 			t.Fatalf("after %+v: %s up %v paused %v drift %d", f, a, c.s.Up(a), c.s.Paused(a), c.s.Clock(a).DriftPPM())
 		}

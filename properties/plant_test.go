@@ -34,6 +34,7 @@ var plantCases = []struct {
 	{"worker-slot-leak-on-cancel", "inference/cancel", 10},
 	{"failover-duplicate-tokens", "e2e/failover", 10},
 	{"queen-route-to-draining", "e2e/rolling-update", 10},
+	{"queen-ignore-client-gone", "inference/client-disconnect", 10},
 	{"keeper-no-backoff", "inference/worker-busy-retry", 5},
 }
 

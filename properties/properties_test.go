@@ -199,6 +199,9 @@ func TestInferenceConcurrentSlots(t *testing.T) { checkScenario(t, "inference/co
 // TestInferenceCancel covers inference/cancel.
 func TestInferenceCancel(t *testing.T) { checkScenario(t, "inference/cancel") }
 
+// TestInferenceClientDisconnect covers inference/client-disconnect.
+func TestInferenceClientDisconnect(t *testing.T) { checkScenario(t, "inference/client-disconnect") }
+
 // TestInferenceTimeout covers inference/timeout.
 func TestInferenceTimeout(t *testing.T) { checkScenario(t, "inference/timeout") }
 

@@ -59,12 +59,26 @@ func (r *run) addWorkerProcesses() {
 }
 
 // orderedLink is a TCP stream inside the cluster: 1 ms, in order, untouched by the
-// network-wide delay, loss and reordering faults (partitions still cut it).
-var orderedLink = sim.LinkConfig{Latency: time.Millisecond}
+// network-wide delay, loss and reordering faults (partitions still cut it); a message that
+// finds its target dead tells the sender (node.PeerGone).
+var orderedLink = sim.LinkConfig{Latency: time.Millisecond, Stream: true}
 
 // addInferClients starts the inference clients a little after the hives, and schedules the
 // operators' drains.
 func (r *run) addInferClients() {
+	r.goneResults = map[node.Addr][]keeper.InferResult{}
+	for _, f := range r.sc.Faults {
+		if f.Kind != "client-gone" || f.At <= 0 {
+			continue
+		}
+		a := f.Targets[0]
+		// Keep what the client had when it died: the checkers judge it.
+		r.s.At(f.At-1, "keep the results of "+string(a), func() {
+			if k, ok := r.s.Node(a).(*keeper.InferClient); ok {
+				r.goneResults[a] = k.Results()
+			}
+		})
+	}
 	for _, d := range r.sc.Drains {
 		d := d
 		r.s.At(d.At, "operator drains "+d.Worker, func() { r.s.Inject("operator", d.Hive, api.WorkerDrain{Worker: d.Worker}) })
@@ -113,7 +127,11 @@ type inferMonitor struct {
 	running map[node.Addr]map[uint64]bool
 	// outstanding are the attempts each worker holds (routed and not ended), running or queued.
 	outstanding map[node.Addr]int
-	shutdowns   int
+	// gens are the completions run on engines, by (worker, engine ReqID); seedClient is the
+	// client of each request, by seed.
+	gens       map[reqKey]*generation
+	seedClient map[uint64]node.Addr
+	shutdowns  int
 	// first problems found, in words; empty when none.
 	streamBad, routeBad, deadlineBad, backoffBad, slotBad, shutdownBad string
 	maxRunning, refusals                                               int
@@ -135,7 +153,8 @@ func newInferMonitor(r *run) inferMonitor {
 	return inferMonitor{r: r, streams: map[reqKey]*queenStream{}, asked: map[uint64]askedAt{},
 		routed: map[node.Addr]int{}, workerGot: map[reqKey]askedAt{}, lastToken: map[reqKey]time.Duration{},
 		workersBySeed: map[uint64][]node.Addr{}, completedSeeds: map[uint64]bool{}, seedOf: map[reqKey]uint64{},
-		busyAt: map[uint64]time.Duration{}, busyN: map[uint64]int{}, busySeen: map[reqKey]bool{}, running: map[node.Addr]map[uint64]bool{}, outstanding: map[node.Addr]int{}}
+		busyAt: map[uint64]time.Duration{}, busyN: map[uint64]int{}, busySeen: map[reqKey]bool{}, running: map[node.Addr]map[uint64]bool{}, outstanding: map[node.Addr]int{},
+		gens: map[reqKey]*generation{}, seedClient: map[uint64]node.Addr{}}
 }
 
 func (m *inferMonitor) sent(at time.Duration, from, to node.Addr, msg node.Msg) {
@@ -288,6 +307,8 @@ func (r *run) inferResults() map[node.Addr][]keeper.InferResult {
 	for _, c := range r.sc.InferClients {
 		if k, ok := r.s.Node(c.Addr).(*keeper.InferClient); ok {
 			out[c.Addr] = k.Results()
+		} else if res, ok := r.goneResults[c.Addr]; ok {
+			out[c.Addr] = res
 		}
 	}
 	return out
@@ -373,7 +394,7 @@ func (r *run) checkInference() []CheckerResult {
 	if slots.OK {
 		slots.Detail = fmt.Sprintf("at most %d completions at once on a worker's engine; %d ALL_SLOTS_BUSY refusals, each with every slot in use", m.maxRunning, m.refusals)
 	}
-	out := []CheckerResult{stream, route, deadline, backoff, slots, r.checkCompletions(addrs, clients)}
+	out := []CheckerResult{stream, route, deadline, backoff, slots, r.checkCompletions(addrs, clients), r.checkGoneClients()}
 	out = append(out, r.scenarioInferChecks(addrs, clients)...)
 	return append(out, live)
 }
@@ -642,6 +663,16 @@ func (r *run) markInference() {
 			}
 		}
 	}
+	for _, f := range r.sc.Faults {
+		if f.Kind != "client-gone" {
+			continue
+		}
+		for _, g := range r.infer.gens { //det:sorted (a mark is a count)
+			if r.infer.seedClient[g.seed] == f.Targets[0] && g.start <= f.At && (g.end < 0 || g.end > f.At) {
+				r.s.Mark(markClientDied)
+			}
+		}
+	}
 	for seed, ws := range r.infer.workersBySeed { //det:sorted (marks are counts)
 		if len(ws) > 1 && r.infer.completedSeeds[seed] {
 			r.s.Mark(markFailover)
@@ -660,6 +691,7 @@ func (m *inferMonitor) clientSent(at time.Duration, from node.Addr, x api.InferR
 		return // a resend of the same attempt
 	}
 	m.seedOf[k] = x.Seed
+	m.seedClient[x.Seed] = from
 	n := m.busyN[x.Seed]
 	if n == 0 {
 		return
@@ -739,18 +771,24 @@ func (m *inferMonitor) engineTraffic(at time.Duration, from, to node.Addr, msg n
 	slots := m.r.workerProcs[w].Slots
 	switch x := msg.(type) {
 	case api.EngineLoad:
+		for id := range run { //det:sorted (each is ended; order does not matter)
+			m.ended(w, id, at)
+		}
 		clear(run) // a (re)started worker: the engine drops what ran
 	case api.EngineGenerate:
 		run[x.ReqID] = true
+		m.gens[reqKey{w, x.ReqID}] = &generation{worker: w, seed: x.Seed, start: at, end: -1}
 		m.maxRunning = max(m.maxRunning, len(run))
 		if len(run) > slots {
 			m.bad(&m.slotBad, "at %v %s ran %d completions on its engine at once with %d slots", at, w, len(run), slots)
 		}
 	case api.EngineStop:
 		delete(run, x.ReqID)
+		m.ended(w, x.ReqID, at)
 	case api.EngineDone:
 		if from != w {
 			delete(run, x.ReqID)
+			m.ended(w, x.ReqID, at)
 		}
 	case api.InferDone:
 		if from == w && to == m.r.queen && m.outstanding[w] > 0 {
@@ -878,4 +916,67 @@ func (r *run) requestsOf(a node.Addr) []keeper.InferSpec {
 		}
 	}
 	return nil
+}
+
+// generation is one completion on an engine: when it started and ended (-1 while running).
+type generation struct {
+	worker     node.Addr
+	seed       uint64
+	start, end time.Duration
+}
+
+func (m *inferMonitor) ended(w node.Addr, id uint64, at time.Duration) {
+	if g := m.gens[reqKey{w, id}]; g != nil && g.end < 0 {
+		g.end = at
+	}
+}
+
+// goneBound is how long after a client dies its requests may still run on an engine: the
+// broken stream's notice, the queen's cancel and the worker's stop.
+const goneBound = 2 * time.Second
+
+// checkGoneClients: when a client dies for good without cancelling (client-gone), every
+// completion running for it stops within goneBound: nobody would read its tokens.
+func (r *run) checkGoneClients() CheckerResult {
+	c := CheckerResult{Name: "work for a client that went away stops", Stage: "monitors", OK: true}
+	m := &r.infer
+	keys := make([]reqKey, 0, len(m.gens))
+	for k := range m.gens { //det:sorted (sorted next)
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].client != keys[j].client {
+			return keys[i].client < keys[j].client
+		}
+		return keys[i].id < keys[j].id
+	})
+	judged := 0
+	for _, f := range r.sc.Faults {
+		if f.Kind != "client-gone" {
+			continue
+		}
+		gone := f.Targets[0]
+		for _, k := range keys {
+			g := m.gens[k]
+			if m.seedClient[g.seed] != gone || g.start > f.At || (g.end >= 0 && g.end <= f.At) {
+				continue
+			}
+			judged++
+			if g.end < 0 || g.end > f.At+goneBound {
+				c.OK = false
+				c.Detail = fmt.Sprintf("%s died at %v, but %s kept generating its request (seed %d) until %v: a request whose client went away must stop within %v",
+					gone, f.At, g.worker, g.seed, endText(g.end), goneBound)
+				return c
+			}
+		}
+	}
+	c.Detail = fmt.Sprintf("%d completions were running when their client died; each stopped within %v", judged, goneBound)
+	return c
+}
+
+func endText(end time.Duration) string {
+	if end < 0 {
+		return "the end of the run"
+	}
+	return end.String()
 }

@@ -37,6 +37,8 @@ func inferEntries() []Entry {
 			FaultKinds: []string{"net-delay", "pause"}, build: buildConcurrentSlots},
 		{ID: "inference/cancel", Doc: "clients cancel running and queued requests (Ctrl+C): generation stops, the partial output stands, the slot is freed, a second cancel is a no-op; exit code 130",
 			FaultKinds: []string{"net-delay", "crash-restart"}, build: buildCancel},
+		{ID: "inference/client-disconnect", Doc: "a client dies for good while its request streams (a closed laptop): the broken stream tells the queen, which cancels the request at its worker; the generation stops within 2s and the slot is freed (the client-disconnect case of the inference/cancel row)",
+			FaultKinds: []string{"net-delay"}, build: buildClientDisconnect, ensure: ensureClientGone},
 		{ID: "inference/timeout", Doc: "generation runs past max_time: stopped, partial output returned, GENERATION_TIMEOUT, finish_reason timeout",
 			FaultKinds: []string{"net-delay"}, build: buildTimeout},
 		{ID: "inference/worker-busy-retry", Doc: "every slot is busy: the client retries after 1s, 2s and 4s, then gives up with suggestions",
@@ -150,6 +152,30 @@ func buildCancel(rng *rand.Rand, k Knobs) Scenario {
 	}
 	sc.Require = []string{markCancelledRunning}
 	return sc
+}
+
+// buildClientDisconnect is inference/cancel where the last client's last request starts after
+// all the others and runs long: its client dies while it streams (ensureClientGone), as a
+// closed laptop does.
+func buildClientDisconnect(rng *rand.Rand, k Knobs) Scenario {
+	sc := buildCancel(rng, k)
+	last := &sc.InferClients[len(sc.InferClients)-1].Client
+	var latest time.Duration
+	for _, rq := range last.Requests {
+		latest = max(latest, rq.At)
+	}
+	last.Requests = append(last.Requests, keeper.InferSpec{Model: inferModel, Prompt: prompts[rng.IntN(len(prompts))],
+		MaxTokens: 250, Seed: rng.Uint64(), At: latest + 8*time.Second})
+	sc.Require = []string{markClientDied}
+	return sc
+}
+
+// ensureClientGone kills the last client for good 1.5s into its last request.
+func ensureClientGone(rng *rand.Rand, sc *Scenario) {
+	c := sc.InferClients[len(sc.InferClients)-1]
+	at := c.Client.Requests[len(c.Client.Requests)-1].At + clientStart + time.Duration(len(sc.InferClients)-1)*100*time.Millisecond + 1500*time.Millisecond
+	sc.Faults = append(sc.Faults, faults.Fault{Kind: "client-gone", At: at, Targets: []node.Addr{c.Addr}})
+	sortFaults(sc.Faults)
 }
 
 func buildTimeout(rng *rand.Rand, k Knobs) Scenario {
@@ -326,6 +352,7 @@ const (
 	markQueued           = "harness: a worker held more requests than slots (queued)"
 	markCancelledRunning = "harness: a running request was cancelled with its partial output"
 	markStalledPartial   = "harness: a stalled stream ended with its partial output"
+	markClientDied       = "harness: a client died while its request was generating"
 )
 
 func buildStall(rng *rand.Rand, k Knobs) Scenario {

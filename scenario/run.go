@@ -104,7 +104,9 @@ type run struct {
 	inferCli       map[node.Addr]bool
 	workerProcs    map[node.Addr]api.WorkerSpec
 	tables         map[node.Addr]bool
-	term           *terminalMonitor
+	// goneResults are the results of inference clients that died for good (client-gone).
+	goneResults map[node.Addr][]keeper.InferResult
+	term        *terminalMonitor
 }
 
 // Run runs a valid scenario and judges it.

@@ -16,7 +16,7 @@ func TestCatalogueIDsAreScenarioIDs(t *testing.T) {
 	want := []string{"catalog/backup-restore", "catalog/concurrent-registration", "catalog/corruption-recovery", "catalog/disk-faults",
 		"catalog/large-query", "catalog/orphan-cleanup", "catalog/schema-migration",
 		"e2e/cold-start", "e2e/deadlines", "e2e/failover", "e2e/graceful-shutdown", "e2e/load-balancing", "e2e/rolling-update",
-		"inference/cancel", "inference/concurrent-slots", "inference/eos", "inference/stall", "inference/timeout", "inference/worker-busy-retry",
+		"inference/cancel", "inference/client-disconnect", "inference/concurrent-slots", "inference/eos", "inference/stall", "inference/timeout", "inference/worker-busy-retry",
 		"lifecycle/crash-detection", "lifecycle/idle-timeout", "lifecycle/shutdown", "lifecycle/start-failures", "lifecycle/worker-start",
 		"provisioner/bandwidth-limit", "provisioner/gguf-validation", "provisioner/hub-errors", "provisioner/progress", "provisioner/rate-limit-429", "provisioner/resume", "provisioner/single-flight",
 		"registry/capability-change", "registry/concurrent-state-update", "registry/heartbeat-timeout-busy",

@@ -24,6 +24,7 @@ var Known = map[string]string{
 	"provisioner-resume-wrong-offset":         "a resumed download asks for the wrong range and appends bytes at the wrong place",
 	"provisioner-retry-terminal":              "a 404, 401 or 403 from the hub is retried like a 5xx",
 	"provisioner-skip-checksum":               "a downloaded file is not checked against the hub's sha256 before it is kept",
+	"queen-ignore-client-gone":                "the queen keeps generating for a client whose connection broke",
 	"queen-route-to-draining":                 "the queen routes new requests to draining workers",
 	"registry-lost-update":                    "the registry's compare-and-set does not compare versions",
 	"registry-stale-routing":                  "claims hand out stale-but-busy and unconfirmed workers",

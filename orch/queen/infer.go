@@ -748,10 +748,16 @@ func errWorkerLost(inf *inference, why string) api.Error {
 		"%s; %d tokens were delivered and stand as partial output", why, len(inf.sent))
 }
 
+// PlantIgnoreClientGone keeps generating for a client whose connection broke.
+const PlantIgnoreClientGone = "queen-ignore-client-gone"
+
 // handlePeerGone cancels the requests of a client whose stream broke (it died or went away):
 // nobody will read their tokens, so their workers stop generating them. A worker's stream
 // breaking is left to the registry and the stall timer.
 func (q *Queen) handlePeerGone(env node.Env, g node.PeerGone) {
+	if q.cfg.Plants.Has(PlantIgnoreClientGone) {
+		return
+	}
 	var gone []*inference
 	for k, inf := range q.infer.active { //det:sorted (sorted next)
 		if k.From == g.Peer {
