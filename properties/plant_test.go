@@ -12,31 +12,10 @@ import (
 	"github.com/rbee-sim/rbee-sim/scenario"
 )
 
-// plantCases pairs each planted bug with the scenario that must catch it, within a budget of
-// seeds, and the stages allowed to catch it (never "assumptions": an invalid run catches
-// nothing).
-var plantCases = []struct {
-	plant, scenario string
-	seeds           uint64
-}{
-	{"registry-lost-update", "registry/concurrent-state-update", 10},
-	{"registry-stale-routing", "registry/persistence", 30},
-	{"catalog-no-dedupe", "catalog/concurrent-registration", 10},
-	{"catalog-delete-corrupt", "catalog/corruption-recovery", 10},
-	{"catalog-ack-before-commit", "catalog/disk-faults", 60},
-	{"provisioner-double-download", "provisioner/single-flight", 10},
-	{"provisioner-ignore-retry-after", "provisioner/rate-limit-429", 10},
-	{"provisioner-resume-wrong-offset", "provisioner/resume", 30},
-	{"provisioner-retry-terminal", "provisioner/hub-errors", 5},
-	{"provisioner-skip-checksum", "provisioner/gguf-validation", 10},
-	{"provisioner-ignore-bandwidth-limit", "provisioner/bandwidth-limit", 5},
-	{"provisioner-progress-percent-of-attempt", "provisioner/progress", 10},
-	{"worker-slot-leak-on-cancel", "inference/cancel", 10},
-	{"failover-duplicate-tokens", "e2e/failover", 10},
-	{"queen-route-to-draining", "e2e/rolling-update", 10},
-	{"queen-ignore-client-gone", "inference/client-disconnect", 10},
-	{"keeper-no-backoff", "inference/worker-busy-retry", 5},
-}
+// plantCases pairs each planted bug with the scenario that must catch it within a budget of
+// seeds (scenario.PlantCases, shared with the canary); the stage that catches it is never
+// "assumptions": an invalid run catches nothing.
+var plantCases = scenario.PlantCases()
 
 // TestPlantedBugsAreCaughtAndReplay proves the checkers bite: with each plant switched on, some
 // seed within the budget fails at the linearizability or monitor stage, and replaying the saved
@@ -44,7 +23,7 @@ var plantCases = []struct {
 func TestPlantedBugsAreCaughtAndReplay(t *testing.T) {
 	covered := map[string]bool{}
 	for _, pc := range plantCases {
-		covered[pc.plant] = true
+		covered[pc.Plant] = true
 	}
 	for _, name := range plant.Names() {
 		if !covered[name] {
@@ -52,14 +31,14 @@ func TestPlantedBugsAreCaughtAndReplay(t *testing.T) {
 		}
 	}
 	for _, pc := range plantCases {
-		t.Run(pc.plant, func(t *testing.T) {
-			e, err := scenario.Lookup(pc.scenario)
+		t.Run(pc.Plant, func(t *testing.T) {
+			e, err := scenario.Lookup(pc.Scenario)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for seed := uint64(1); seed <= pc.seeds; seed++ {
+			for seed := uint64(1); seed <= pc.Seeds; seed++ {
 				sc := e.Generate(seed, scenario.Knobs{})
-				sc.Plants = []string{pc.plant}
+				sc.Plants = []string{pc.Plant}
 				res := scenario.Run(sc, scenario.Options{})
 				c := res.FirstFailure()
 				if c == nil {
@@ -68,11 +47,11 @@ func TestPlantedBugsAreCaughtAndReplay(t *testing.T) {
 				if c.Stage == "assumptions" {
 					t.Fatalf("seed %d: the plant made the run invalid instead of being caught: %s", seed, c.Detail)
 				}
-				t.Logf("%s caught by %s seed %d at stage %s: %s: %s", pc.plant, pc.scenario, seed, c.Stage, c.Name, c.Detail)
+				t.Logf("%s caught by %s seed %d at stage %s: %s: %s", pc.Plant, pc.Scenario, seed, c.Stage, c.Name, c.Detail)
 				checkReplay(t, sc, res, *c)
 				return
 			}
-			t.Fatalf("%s was not caught by %s within %d seeds", pc.plant, pc.scenario, pc.seeds)
+			t.Fatalf("%s was not caught by %s within %d seeds", pc.Plant, pc.Scenario, pc.Seeds)
 		})
 	}
 }

@@ -1,0 +1,131 @@
+//go:build plant
+
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/rbee-sim/rbee-sim/orch/plant"
+	"github.com/rbee-sim/rbee-sim/reports"
+	"github.com/rbee-sim/rbee-sim/scenario"
+)
+
+// canaryResult is one planted bug's line in the canary's report.
+type canaryResult struct {
+	Plant    string  `json:"plant"`
+	Breaks   string  `json:"breaks"`
+	Scenario string  `json:"scenario"`
+	Budget   uint64  `json:"budget_seeds"`
+	Caught   bool    `json:"caught"`
+	Seed     uint64  `json:"seed,omitempty"`
+	Seeds    uint64  `json:"seeds_run"`
+	Seconds  float64 `json:"seconds"`
+	Stage    string  `json:"stage,omitempty"`
+	Checker  string  `json:"checker,omitempty"`
+	Detail   string  `json:"detail,omitempty"`
+	Faults   int     `json:"faults,omitempty"`
+	Replay   string  `json:"replay,omitempty"`
+	Problem  string  `json:"problem,omitempty"`
+}
+
+// cmdCanary runs every planted bug against the scenario that must catch it, within its budget
+// of seeds, and reports per plant whether it was caught, after how many seeds and seconds, by
+// which checker, with the failing run's folder and replay command. A plant not caught (or
+// only by an invalid run) fails the canary.
+func cmdCanary(args []string) error {
+	fs := flag.NewFlagSet("canary", flag.ContinueOnError)
+	out := fs.String("out", "rbee-sim-canary", "folder for canary.json and the failure folder of each caught plant")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("canary takes no arguments, got %v", fs.Args())}
+	}
+	cases := map[string]scenario.PlantCase{}
+	for _, pc := range scenario.PlantCases() {
+		cases[pc.Plant] = pc
+	}
+	var results []canaryResult
+	failed := false
+	for _, name := range plant.Names() {
+		r := canaryResult{Plant: name, Breaks: plant.Known[name]}
+		pc, ok := cases[name]
+		if !ok {
+			r.Problem = "no scenario is declared to catch it (scenario.PlantCases)"
+			results, failed = append(results, r), true
+			continue
+		}
+		r.Scenario, r.Budget = pc.Scenario, pc.Seeds
+		e, err := scenario.Lookup(pc.Scenario)
+		if err != nil {
+			r.Problem = err.Error()
+			results, failed = append(results, r), true
+			continue
+		}
+		start := time.Now()
+		for seed := uint64(1); seed <= pc.Seeds && !r.Caught && r.Problem == ""; seed++ {
+			sc := e.Generate(seed, scenario.Knobs{})
+			sc.Plants = []string{name}
+			res := scenario.Run(sc, scenario.Options{KeepTraceLines: true})
+			r.Seeds = seed
+			c := res.FirstFailure()
+			switch {
+			case c == nil:
+			case c.Stage == "assumptions":
+				r.Problem = fmt.Sprintf("seed %d: the plant made the run invalid instead of being caught: %s", seed, c.Detail)
+			default:
+				r.Caught, r.Seed, r.Stage, r.Checker, r.Detail, r.Faults = true, seed, c.Stage, c.Name, c.Detail, len(sc.Faults)
+				file, werr := reports.WriteFolder(reports.FailureDir(*out, sc), sc, &res)
+				if werr != nil {
+					r.Problem = fmt.Sprintf("caught, but the failure folder could not be written: %v", werr)
+				} else {
+					r.Replay = reports.ReplayCommand(sc, file)
+				}
+			}
+		}
+		r.Seconds = time.Since(start).Seconds()
+		if !r.Caught && r.Problem == "" {
+			r.Problem = fmt.Sprintf("not caught by %s within %d seeds", pc.Scenario, pc.Seeds)
+		}
+		if !r.Caught || r.Problem != "" {
+			failed = true
+		}
+		results = append(results, r)
+		printCanary(r)
+	}
+	sort.Slice(results, func(i, j int) bool { return results[i].Plant < results[j].Plant })
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return fmt.Errorf("canary: cannot create %s: %w", *out, err)
+	}
+	b, _ := json.MarshalIndent(map[string]any{"plants": results, "caught_all": !failed}, "", "  ")
+	path := filepath.Join(*out, "canary.json")
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("canary: cannot write %s: %w", path, err)
+	}
+	caught := 0
+	for _, r := range results {
+		if r.Caught && r.Problem == "" {
+			caught++
+		}
+	}
+	fmt.Printf("\ncanary: %d of %d planted bugs caught; report %s\n", caught, len(results), path)
+	if failed {
+		return errFailed
+	}
+	return nil
+}
+
+func printCanary(r canaryResult) {
+	if r.Caught && r.Problem == "" {
+		fmt.Printf("CAUGHT %-40s by %-30s seed %-3d after %5.2fs: [%s] %s\n", r.Plant, r.Scenario, r.Seed, r.Seconds, r.Stage, r.Checker)
+		fmt.Printf("       replay: %s\n", r.Replay)
+		return
+	}
+	fmt.Printf("MISSED %-40s %s\n", r.Plant, r.Problem)
+}
