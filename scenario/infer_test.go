@@ -20,3 +20,16 @@ func TestInferencePinnedSeeds(t *testing.T) {
 		}
 	}
 }
+
+// TestShrinkLeavesAPassingScenarioAlone: nothing to minimise in a run that passes.
+func TestShrinkLeavesAPassingScenarioAlone(t *testing.T) {
+	e, err := Lookup("validation/max-tokens")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := e.Generate(1, Knobs{})
+	small, st := Shrink(sc, 10)
+	if st.Checker != "" || st.Runs != 1 || len(small.InferClients) != len(sc.InferClients) || st.ToEvents != st.FromEvents {
+		t.Fatalf("a passing scenario was shrunk: %+v", st)
+	}
+}

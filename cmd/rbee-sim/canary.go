@@ -30,8 +30,10 @@ type canaryResult struct {
 	Checker  string  `json:"checker,omitempty"`
 	Detail   string  `json:"detail,omitempty"`
 	Faults   int     `json:"faults,omitempty"`
-	Replay   string  `json:"replay,omitempty"`
-	Problem  string  `json:"problem,omitempty"`
+	// Shrunk is the minimised reproduction's size (scenario.Shrink, a budget of 60 runs).
+	Shrunk  *scenario.ShrinkStats `json:"shrunk,omitempty"`
+	Replay  string                `json:"replay,omitempty"`
+	Problem string                `json:"problem,omitempty"`
 }
 
 // cmdCanary runs every planted bug against the scenario that must catch it, within its budget
@@ -41,6 +43,7 @@ type canaryResult struct {
 func cmdCanary(args []string) error {
 	fs := flag.NewFlagSet("canary", flag.ContinueOnError)
 	out := fs.String("out", "rbee-sim-canary", "folder for canary.json and the failure folder of each caught plant")
+	shrink := fs.Bool("shrink", true, "minimise each caught failure (up to 60 runs) and report its size")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -81,6 +84,11 @@ func cmdCanary(args []string) error {
 				r.Problem = fmt.Sprintf("seed %d: the plant made the run invalid instead of being caught: %s", seed, c.Detail)
 			default:
 				r.Caught, r.Seed, r.Stage, r.Checker, r.Detail, r.Faults = true, seed, c.Stage, c.Name, c.Detail, len(sc.Faults)
+				if *shrink {
+					small, st := scenario.Shrink(sc, 60)
+					sc, r.Shrunk = small, &st
+					res = scenario.Run(sc, scenario.Options{KeepTraceLines: true})
+				}
 				file, werr := reports.WriteFolder(reports.FailureDir(*out, sc), sc, &res)
 				if werr != nil {
 					r.Problem = fmt.Sprintf("caught, but the failure folder could not be written: %v", werr)
@@ -124,6 +132,10 @@ func cmdCanary(args []string) error {
 func printCanary(r canaryResult) {
 	if r.Caught && r.Problem == "" {
 		fmt.Printf("CAUGHT %-40s by %-30s seed %-3d after %5.2fs: [%s] %s\n", r.Plant, r.Scenario, r.Seed, r.Seconds, r.Stage, r.Checker)
+		if r.Shrunk != nil {
+			fmt.Printf("       shrunk %d -> %d events (%.1fx), faults %d -> %d, clients %d -> %d\n", r.Shrunk.FromEvents, r.Shrunk.ToEvents,
+				r.Shrunk.Factor(), r.Shrunk.FromFaults, r.Shrunk.ToFaults, r.Shrunk.FromClients, r.Shrunk.ToClients)
+		}
 		fmt.Printf("       replay: %s\n", r.Replay)
 		return
 	}
