@@ -6,6 +6,9 @@
 //	rbee-sim run [--scenario GLOB] [--seed N | --seeds A-B] [--json] [--trace FILE]
 //	             [--check-determinism] [--plant NAME] [--out DIR] [--parallel N]
 //	rbee-sim replay [--json] [--out DIR] FILE
+//	rbee-sim shrink [--budget N] [--out DIR] FILE
+//	rbee-sim soak [--duration D | --seeds N] [--parallel N] [--scenario GLOB] [--base-seed N] [--shard i/n] [--out DIR]
+//	rbee-sim canary [--out DIR]   (a -tags plant build)
 //
 // Exit status: 0 when every run passed; 1 when a run failed or was invalid; 2 on bad usage.
 package main
@@ -33,6 +36,9 @@ Commands:
   rbee-sim list                      print the scenario IDs, one per line
   rbee-sim run [flags]               run scenarios and judge them (no flags: every scenario, seeds 1-3)
   rbee-sim replay [flags] FILE       re-run a saved scenario file; same trace hash, same verdict
+  rbee-sim shrink [flags] FILE       minimise a failing scenario file while the same checker fails
+  rbee-sim soak [flags]              run many seeds for a duration or a seed count, in parallel, and write a report
+  rbee-sim canary [flags]            (built with -tags plant) prove every planted bug is caught, and how fast
 
 Run 'rbee-sim run -h' or 'rbee-sim replay -h' for their flags.
 `
@@ -57,6 +63,12 @@ func realMain(args []string) int {
 		err = cmdRun(args[1:])
 	case "replay":
 		err = cmdReplay(args[1:])
+	case "shrink":
+		err = cmdShrink(args[1:])
+	case "soak":
+		err = cmdSoak(args[1:])
+	case "canary":
+		err = cmdCanary(args[1:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return 0
