@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -66,6 +67,9 @@ type SoakMark struct {
 	Mark string `json:"mark"`
 	Runs int    `json:"runs"`
 	Hits int    `json:"hits"`
+	// Declared says the mark is one of scenario.DeclaredMarks: a rare path the soak must
+	// reach; a declared mark with no hit is listed with zeros.
+	Declared bool `json:"declared,omitempty"`
 }
 
 // SoakFailure is one failed or invalid run.
@@ -237,6 +241,14 @@ func (c *SoakCollector) Summary(flags SoakFlags, started, finished time.Time) *S
 	for _, m := range c.marks {
 		s.Marks = append(s.Marks, *m)
 	}
+	for _, d := range scenario.DeclaredMarks {
+		if _, hit := c.marks[d]; !hit {
+			s.Marks = append(s.Marks, SoakMark{Mark: d})
+		}
+	}
+	for i := range s.Marks {
+		s.Marks[i].Declared = slices.Contains(scenario.DeclaredMarks, s.Marks[i].Mark)
+	}
 	sort.Slice(s.Marks, func(i, j int) bool { return s.Marks[i].Mark < s.Marks[j].Mark })
 	sort.Slice(s.Failures, func(i, j int) bool {
 		a, b := s.Failures[i], s.Failures[j]
@@ -403,8 +415,8 @@ flags: scenario <code>{{.S.Flags.Scenario}}</code>{{if .S.Flags.Duration}} durat
 
 <h2>Coverage marks</h2>
 {{if .S.Marks}}<table>
-<tr><th class="l">mark</th><th>runs</th><th>hits</th></tr>
-{{range .S.Marks}}<tr><td class="l">{{.Mark}}</td><td>{{.Runs}}</td><td>{{.Hits}}</td></tr>
+<tr><th class="l">mark</th><th>declared</th><th>runs</th><th>hits</th></tr>
+{{range .S.Marks}}<tr><td class="l">{{.Mark}}</td><td>{{if .Declared}}{{if .Hits}}yes{{else}}<b>NOT REACHED</b>{{end}}{{end}}</td><td>{{.Runs}}</td><td>{{.Hits}}</td></tr>
 {{end}}</table>{{else}}<p>No coverage mark was reached.</p>{{end}}
 </body></html>
 `))

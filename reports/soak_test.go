@@ -55,8 +55,19 @@ func TestSoakSummaryCountsFailuresAndLinksThem(t *testing.T) {
 	if len(s.Faults) != 3 || s.Faults[0] != wantFaults[0] || s.Faults[1] != wantFaults[1] || s.Faults[2] != wantFaults[2] {
 		t.Errorf("faults %+v", s.Faults)
 	}
-	if len(s.Marks) != 1 || s.Marks[0] != (SoakMark{"registry-full", 2, 4}) {
+	// The mark reached, and every declared mark (none reached here) with zeros, sorted.
+	if len(s.Marks) != 1+len(scenario.DeclaredMarks) {
 		t.Errorf("marks %+v", s.Marks)
+	}
+	for _, m := range s.Marks {
+		switch {
+		case m.Mark == "registry-full":
+			if m != (SoakMark{Mark: "registry-full", Runs: 2, Hits: 4}) {
+				t.Errorf("reached mark listed as %+v", m)
+			}
+		case !m.Declared || m.Hits != 0:
+			t.Errorf("declared mark listed as %+v, want declared with no hit", m)
+		}
 	}
 	if len(s.Failures) != 2 {
 		t.Fatalf("failures %+v", s.Failures)
