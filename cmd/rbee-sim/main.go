@@ -38,6 +38,7 @@ Commands:
   rbee-sim replay [flags] FILE       re-run a saved scenario file; same trace hash, same verdict
   rbee-sim shrink [flags] FILE       minimise a failing scenario file while the same checker fails
   rbee-sim soak [flags]              run many seeds for a duration or a seed count, in parallel, and write a report
+  rbee-sim report merge --out DIR SHARD_DIR...   merge the soak reports of the shards of one soak
   rbee-sim canary [flags]            (built with -tags plant) prove every planted bug is caught, and how fast
 
 Run 'rbee-sim run -h' or 'rbee-sim replay -h' for their flags.
@@ -69,6 +70,8 @@ func realMain(args []string) int {
 		err = cmdSoak(args[1:])
 	case "canary":
 		err = cmdCanary(args[1:])
+	case "report":
+		err = cmdReport(args[1:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return 0

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+
+	"github.com/rbee-sim/rbee-sim/reports"
+)
+
+// cmdReport handles `rbee-sim report merge --out DIR SHARD_DIR...`: it merges the soak reports
+// of the shards of one soak into one summary.json and index.html.
+func cmdReport(args []string) error {
+	if len(args) == 0 || args[0] != "merge" {
+		return usageError{"report needs a subcommand: rbee-sim report merge --out DIR SHARD_DIR..."}
+	}
+	fs := flag.NewFlagSet("report merge", flag.ContinueOnError)
+	out := fs.String("out", "rbee-sim-soak-merged", "folder for the merged summary.json and index.html")
+	if err := fs.Parse(args[1:]); err != nil {
+		return usageError{err.Error()}
+	}
+	if fs.NArg() == 0 {
+		return usageError{"report merge needs the shards' soak folders"}
+	}
+	var parts []*reports.SoakSummary
+	for _, d := range fs.Args() {
+		s, err := reports.ReadSoak(d)
+		if err != nil {
+			return err
+		}
+		parts = append(parts, s)
+	}
+	m := reports.MergeSoak(*out, fs.Args(), parts)
+	if err := reports.WriteSoak(*out, m); err != nil {
+		return err
+	}
+	fmt.Printf("merged %d shards: %d runs, %d passed, %d failed, %d invalid; report %s/index.html\n",
+		len(parts), m.Totals.Runs, m.Totals.Passed, m.Totals.Failed, m.Totals.Invalid, *out)
+	if !m.Passed() {
+		return errFailed
+	}
+	return nil
+}
