@@ -68,7 +68,7 @@ func genEvent(t *rapid.T, ref *refRegistry, reqID uint64, allowLost bool) (event
 		return event{client: QueenClient, obs: started(reqID)}, true
 	}
 	req := withReqID(genRequest(t, ref, id), reqID)
-	_, present := ref.workers[requestWorker(req)]
+	_, present := ref.workers[api.WorkerOf(req)]
 	ev := event{client: rapid.SampledFrom(propClients).Draw(t, "client"), req: req, presentBefore: present}
 	pick := func(n int) int { return rapid.IntRange(0, n-1).Draw(t, "pick") }
 	// rapid draws small values most often (and shrinks toward them): 0 is a plain reply.
@@ -93,25 +93,6 @@ func genWorker(t *rapid.T, ref *refRegistry) string {
 		return rapid.SampledFrom(ids).Draw(t, "registered worker")
 	}
 	return rapid.SampledFrom(propWorkers).Draw(t, "worker")
-}
-
-// requestWorker is the worker a request names, "" for Claim and List.
-func requestWorker(req api.RegistryRequest) string {
-	switch r := req.(type) {
-	case api.RegisterReq:
-		return r.Spec.ID
-	case api.HeartbeatReq:
-		return r.Worker
-	case api.GetReq:
-		return r.Worker
-	case api.UpdateStateReq:
-		return r.Worker
-	case api.ReleaseReq:
-		return r.Worker
-	case api.RemoveReq:
-		return r.Worker
-	}
-	return ""
 }
 
 // genRequest draws a request about worker id, often one that the registry's state makes

@@ -91,12 +91,6 @@ func MergeSoak(out string, dirs []string, parts []*SoakSummary) *SoakSummary {
 		m.Marks = append(m.Marks, *k)
 	}
 	sort.Slice(m.Marks, func(i, j int) bool { return m.Marks[i].Mark < m.Marks[j].Mark })
-	sort.Slice(m.Failures, func(i, j int) bool {
-		a, b := m.Failures[i], m.Failures[j]
-		if a.Scenario != b.Scenario {
-			return a.Scenario < b.Scenario
-		}
-		return a.Seed < b.Seed
-	})
+	sortFailures(m.Failures)
 	return m
 }

@@ -250,13 +250,7 @@ func (c *SoakCollector) Summary(flags SoakFlags, started, finished time.Time) *S
 		s.Marks[i].Declared = slices.Contains(scenario.DeclaredMarks, s.Marks[i].Mark)
 	}
 	sort.Slice(s.Marks, func(i, j int) bool { return s.Marks[i].Mark < s.Marks[j].Mark })
-	sort.Slice(s.Failures, func(i, j int) bool {
-		a, b := s.Failures[i], s.Failures[j]
-		if a.Scenario != b.Scenario {
-			return a.Scenario < b.Scenario
-		}
-		return a.Seed < b.Seed
-	})
+	sortFailures(s.Failures)
 	return s
 }
 
@@ -420,3 +414,13 @@ flags: scenario <code>{{.S.Flags.Scenario}}</code>{{if .S.Flags.Duration}} durat
 {{end}}</table>{{else}}<p>No coverage mark was reached.</p>{{end}}
 </body></html>
 `))
+
+// sortFailures orders failures by scenario, then seed.
+func sortFailures(fs []SoakFailure) {
+	sort.Slice(fs, func(i, j int) bool {
+		if fs[i].Scenario != fs[j].Scenario {
+			return fs[i].Scenario < fs[j].Scenario
+		}
+		return fs[i].Seed < fs[j].Seed
+	})
+}

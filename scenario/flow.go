@@ -359,16 +359,7 @@ func (r *run) checkProgress() CheckerResult {
 		return c
 	}
 	owed := 0
-	keys := make([]reqKey, 0, len(m.asks))
-	for k := range m.asks { //det:sorted
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(a, b reqKey) int {
-		if a.client != b.client {
-			return cmp.Compare(a.client, b.client)
-		}
-		return cmp.Compare(a.id, b.id)
-	})
+	keys := sortedReqKeys(m.asks)
 	streams := make([]*stream, 0, len(m.streams))
 	for _, st := range m.streams { //det:sorted (sorted next)
 		if st.first >= 0 {

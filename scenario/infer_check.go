@@ -590,16 +590,7 @@ func (r *run) checkWorkStopsAtDeadline() (bool, string) {
 	const bound = 100 * time.Millisecond
 	m := &r.infer
 	judged := 0
-	keys := make([]reqKey, 0, len(m.workerGot))
-	for k := range m.workerGot { //det:sorted (sorted next)
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].client != keys[j].client {
-			return keys[i].client < keys[j].client
-		}
-		return keys[i].id < keys[j].id
-	})
+	keys := sortedReqKeys(m.workerGot)
 	for _, k := range keys {
 		got := m.workerGot[k]
 		if got.timeout <= 0 {
@@ -940,16 +931,7 @@ const goneBound = 2 * time.Second
 func (r *run) checkGoneClients() CheckerResult {
 	c := CheckerResult{Name: "work for a client that went away stops", Stage: "monitors", OK: true}
 	m := &r.infer
-	keys := make([]reqKey, 0, len(m.gens))
-	for k := range m.gens { //det:sorted (sorted next)
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].client != keys[j].client {
-			return keys[i].client < keys[j].client
-		}
-		return keys[i].id < keys[j].id
-	})
+	keys := sortedReqKeys(m.gens)
 	judged := 0
 	for _, f := range r.sc.Faults {
 		if f.Kind != "client-gone" {
@@ -979,4 +961,19 @@ func endText(end time.Duration) string {
 		return "the end of the run"
 	}
 	return end.String()
+}
+
+// sortedReqKeys are a map's (client, request) keys, by client then request ID.
+func sortedReqKeys[V any](m map[reqKey]V) []reqKey {
+	keys := make([]reqKey, 0, len(m))
+	for k := range m { //det:sorted (sorted next)
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].client != keys[j].client {
+			return keys[i].client < keys[j].client
+		}
+		return keys[i].id < keys[j].id
+	})
+	return keys
 }

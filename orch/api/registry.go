@@ -301,3 +301,22 @@ func (QueenStarted) ObservationName() string { return "registry.queen_started" }
 //
 // A response with UNAVAILABLE changed nothing. The record in a response is the record after
 // the operation (for a removing operation: as last written before removal).
+
+// WorkerOf is the worker a registry request names, "" for claims and lists (which name none).
+func WorkerOf(req RegistryRequest) string {
+	switch r := req.(type) {
+	case RegisterReq:
+		return r.Spec.ID
+	case HeartbeatReq:
+		return r.Worker
+	case GetReq:
+		return r.Worker
+	case UpdateStateReq:
+		return r.Worker
+	case ReleaseReq:
+		return r.Worker
+	case RemoveReq:
+		return r.Worker
+	}
+	return ""
+}

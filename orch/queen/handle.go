@@ -83,7 +83,9 @@ func (q *Queen) Handle(env node.Env, from node.Addr, m node.Msg) {
 		// A worker confirming a cancel of an attempt the queen already abandoned.
 	case api.RegistryRequest:
 		q.handleRequest(env, from, msg)
-		q.recheckAttempts(env, registryWorker(msg)) // a removal, staleness or restart fails attempts over
+		if _, get := msg.(api.GetReq); !get { // a Get changes nothing
+			q.recheckAttempts(env, api.WorkerOf(msg)) // a removal, staleness or restart fails attempts over
+		}
 	default:
 		env.Log().Warn("queen: ignoring unknown message", "from", from, "msg", m.MsgName())
 	}

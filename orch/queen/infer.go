@@ -676,24 +676,6 @@ func (q *Queen) recheckAttempts(env node.Env, id string) {
 	q.assertInfer()
 }
 
-// registryWorker names the worker a registry request acts on ("" for claims, gets and lists,
-// which never remove a worker or change its health).
-func registryWorker(r api.RegistryRequest) string {
-	switch r := r.(type) {
-	case api.RegisterReq:
-		return r.Spec.ID
-	case api.HeartbeatReq:
-		return r.Worker
-	case api.UpdateStateReq:
-		return r.Worker
-	case api.ReleaseReq:
-		return r.Worker
-	case api.RemoveReq:
-		return r.Worker
-	}
-	return ""
-}
-
 // assertInfer panics if the routing state breaks its invariant: every active request has
 // exactly one running attempt, and nothing else does.
 func (q *Queen) assertInfer() {
