@@ -538,9 +538,7 @@ func (h *Hive) afterExit(env node.Env, w *lifeWorker) {
 	if hw := h.byID[w.id]; hw.drain != drainNone && hw.drain != drainRetired {
 		// The process is gone: whatever the drain was doing, it ends with the removal.
 		hw.drain = drainNone
-		hw.pending = nil
-		hw.ready = true // so that removeFromRegistry sends the removal
-		h.removeFromRegistry(env, w)
+		h.removeFromRegistry(env, w) // its drain request, pending or done, means it may be registered
 	}
 	switch {
 	case h.life.shutdown || w.why == stopShutdown:
