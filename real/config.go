@@ -28,6 +28,10 @@ type Config struct {
 	// observations are ignored. Called from many node goroutines at once: it must be safe for
 	// concurrent use and should return quickly, since the node waits for it.
 	Observe func(from node.Addr, o node.Observation)
+	// Remote, when set, takes every message sent to an address that is neither a node nor a
+	// port of this Runtime: the transport to other OS processes (see package transport). Nil
+	// means such messages are dropped. Called from many goroutines; must not block.
+	Remote func(from, to node.Addr, m node.Msg)
 }
 
 // Validate reports what is wrong with the config: DataDir must be set. The other fields have

@@ -30,6 +30,7 @@ type Runtime struct {
 
 	mu      sync.Mutex
 	procs   map[node.Addr]*proc
+	ports   map[node.Addr]Port
 	disks   map[string]*OSDisk // by machine
 	stopped bool
 }
@@ -56,6 +57,7 @@ func New(cfg Config) (*Runtime, error) {
 	return &Runtime{
 		cfg:   cfg.withDefaults(),
 		procs: map[node.Addr]*proc{},
+		ports: map[node.Addr]Port{},
 		disks: map[string]*OSDisk{},
 	}, nil
 }
@@ -77,6 +79,9 @@ func (rt *Runtime) Add(addr node.Addr, machine string, factory func() node.Node)
 	}
 	if _, ok := rt.procs[addr]; ok {
 		return fmt.Errorf("real: Add(%q): the address is already taken", addr)
+	}
+	if _, ok := rt.ports[addr]; ok {
+		return fmt.Errorf("real: Add(%q): the address is already taken by a port", addr)
 	}
 	disk, err := rt.diskLocked(machine)
 	if err != nil {
@@ -139,9 +144,11 @@ func (rt *Runtime) addrs() []node.Addr {
 	for a := range rt.procs {
 		addrs = append(addrs, a)
 	}
-	slices.Sort(addrs)
+	sortAddrs(addrs)
 	return addrs
 }
+
+func sortAddrs(a []node.Addr) { slices.Sort(a) }
 
 // Crash kills the node at addr as a process crash would: its goroutine stops, its mailbox and
 // undelivered messages are dropped, its timers are stopped and the Node value is thrown away.
@@ -187,12 +194,19 @@ func (rt *Runtime) Stop() {
 			p.live = nil
 		}
 	}
+	ports := rt.ports
+	rt.ports = map[node.Addr]Port{}
 	rt.mu.Unlock()
 	for _, inc := range live {
 		inc.kill()
 	}
 	for _, inc := range live {
 		<-inc.dead
+	}
+	for _, p := range ports {
+		if p != nil {
+			p.Close()
+		}
 	}
 }
 
@@ -202,10 +216,32 @@ func (rt *Runtime) Inject(from, to node.Addr, m node.Msg) {
 	rt.deliver(from, to, m)
 }
 
-// deliver puts m into to's mailbox, or drops it (with a debug log) if to is unknown or down.
+// Deliver hands m to the node or port at to as if from sent it: what a transport calls for
+// a message that came in from another OS process. Like any send it is dropped if to is down.
+func (rt *Runtime) Deliver(from, to node.Addr, m node.Msg) { rt.deliver(from, to, m) }
+
+// deliver puts m into to's mailbox or hands it to the port at to; an address this Runtime
+// does not have goes to Config.Remote; otherwise (down, or unknown without Remote) m is
+// dropped with a debug log.
 func (rt *Runtime) deliver(from, to node.Addr, m node.Msg) {
-	inc := rt.live(to)
-	if inc != nil && inc.box.push(envelope{from: from, msg: m}) {
+	rt.mu.Lock()
+	p, isNode := rt.procs[to]
+	var inc *incarnation
+	if isNode {
+		inc = p.live
+	}
+	port, isPort := rt.ports[to]
+	rt.mu.Unlock()
+	switch {
+	case inc != nil:
+		if inc.box.push(envelope{from: from, msg: m}) {
+			return
+		}
+	case isPort && port != nil:
+		port.Deliver(from, m)
+		return
+	case !isNode && !isPort && rt.cfg.Remote != nil:
+		rt.cfg.Remote(from, to, m)
 		return
 	}
 	rt.cfg.Logger.Debug("message dropped: the receiver is unknown or down",
