@@ -2,16 +2,14 @@ package sim
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
-	"hash/fnv"
 	"math"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 	"time"
 
 	"github.com/rbee-sim/rbee-sim/orch/api"
+	"github.com/rbee-sim/rbee-sim/orch/textgen"
 	"github.com/rbee-sim/rbee-sim/orch/node"
 )
 
@@ -152,7 +150,7 @@ type engineRun struct {
 	run   uint64 // the engine's own number, carried by its timers
 	key   engineKey
 	req   api.EngineGenerate
-	text  *rand.Rand // the token stream
+	text  *textgen.Tokens // the token stream
 	eos   int        // tokens before end-of-sequence; 0 when it comes after MaxTokens
 	next  int        // the next token's index
 	timer node.TimerID
@@ -338,7 +336,7 @@ func (e *Engine) handleGenerate(env node.Env, from node.Addr, m api.EngineGenera
 		return
 	}
 	e.nextRun++
-	r := &engineRun{run: e.nextRun, key: k, req: m, text: tokenRand(m.Prompt, m.Seed),
+	r := &engineRun{run: e.nextRun, key: k, req: m, text: textgen.NewTokens(m.Prompt, m.Seed),
 		eos: eosPosition(m.Prompt, m.Seed, e.cfg.EOSMean, m.MaxTokens)}
 	e.runs[k], e.byRun[r.run] = r, r
 	e.stats.Requests++
@@ -379,7 +377,7 @@ func (e *Engine) tick(env node.Env, r *engineRun) {
 		e.due = append(e.due, r.run)
 		return
 	}
-	env.Send(r.key.from, api.EngineToken{ReqID: r.req.ReqID, Index: r.next, Text: engineVocab[r.text.IntN(len(engineVocab))]})
+	env.Send(r.key.from, api.EngineToken{ReqID: r.req.ReqID, Index: r.next, Text: r.text.Next()})
 	r.next++
 	e.stats.Tokens++
 	switch {
@@ -456,70 +454,15 @@ func (e *Engine) endHang(env node.Env) {
 	}
 }
 
-// engineVocab is the words tokens are drawn from.
-var engineVocab = func() []string {
-	words := []string{"the", "a", "of", "and", "to", "in", "is", "it", "that", "was", "for", "on",
-		"bee", "hive", "queen", "worker", "honey", "flower", "field", "sun", "wing", "wax", "comb",
-		"swarm", "nectar", "pollen", "summer", "buzz", "dance", "home", "light", "day", "night",
-		"small", "busy", "golden", "warm", "quiet", "over", "under", "with", "from", "she", "they",
-		"flies", "builds", "finds", "brings", "sings", "waits", "turns", "grows", "keeps", "opens",
-		"first", "last", "every", "each", "many", "one", "two", "three", "then", "."}
-	for i, w := range words {
-		words[i] = " " + w
-	}
-	return words
-}()
-
-// completionHash is the root of a completion's randomness: FNV-1a of the prompt and the seed.
-func completionHash(prompt string, seed uint64) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(prompt))
-	var b [8]byte
-	for i := range b {
-		b[i] = byte(seed >> (8 * i))
-	}
-	h.Write(b[:])
-	return h.Sum64()
-}
-
-// tokenRand is the random stream a completion's token texts are drawn from.
-func tokenRand(prompt string, seed uint64) *rand.Rand {
-	return rand.New(rand.NewPCG(completionHash(prompt, seed), 0x746f6b656e)) // "token"
-}
-
-// eosPosition is how many tokens a completion has before its end-of-sequence, drawn from its
-// own stream: geometric with mean eosMean (each token is the last with probability
-// 1/eosMean), at least 1; 0 when eosMean is 0 or the end comes after maxTokens. The draw for
-// a larger maxTokens extends the one for a smaller: the position does not depend on it.
-func eosPosition(prompt string, seed uint64, eosMean, maxTokens int) int {
-	if eosMean <= 0 {
-		return 0
-	}
-	rng := rand.New(rand.NewPCG(completionHash(prompt, seed), 0x656f73)) // "eos"
-	for n := 1; n <= maxTokens; n++ {
-		if rng.IntN(eosMean) == 0 {
-			return n
-		}
-	}
-	return 0
-}
-
 // EngineCompletion is the completion every engine with this eosMean gives for (prompt, seed,
 // maxTokens) when nothing stops it: its token texts and its finish reason (stop at
 // end-of-sequence, or length at maxTokens). For checkers and tests; an EOS exactly at
 // maxTokens is a stop.
 func EngineCompletion(prompt string, seed uint64, maxTokens, eosMean int) ([]string, api.FinishReason) {
-	if maxTokens < 1 {
-		panic(errors.New("sim: EngineCompletion: maxTokens must be at least 1"))
-	}
-	n, reason := maxTokens, api.FinishLength
-	if eos := eosPosition(prompt, seed, eosMean, maxTokens); eos > 0 {
-		n, reason = eos, api.FinishStop
-	}
-	rng := tokenRand(prompt, seed)
-	texts := make([]string, n)
-	for i := range texts {
-		texts[i] = engineVocab[rng.IntN(len(engineVocab))]
-	}
-	return texts, reason
+	return textgen.Completion(prompt, seed, maxTokens, eosMean)
+}
+
+// eosPosition is textgen.EOSPosition.
+func eosPosition(prompt string, seed uint64, eosMean, maxTokens int) int {
+	return textgen.EOSPosition(prompt, seed, eosMean, maxTokens)
 }
