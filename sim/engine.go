@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/rbee-sim/rbee-sim/orch/api"
-	"github.com/rbee-sim/rbee-sim/orch/textgen"
 	"github.com/rbee-sim/rbee-sim/orch/node"
+	"github.com/rbee-sim/rbee-sim/orch/textgen"
 )
 
 // Defaults of the simulated inference engine.
@@ -151,8 +151,8 @@ type engineRun struct {
 	key   engineKey
 	req   api.EngineGenerate
 	text  *textgen.Tokens // the token stream
-	eos   int        // tokens before end-of-sequence; 0 when it comes after MaxTokens
-	next  int        // the next token's index
+	eos   int             // tokens before end-of-sequence; 0 when it comes after MaxTokens
+	next  int             // the next token's index
 	timer node.TimerID
 }
 
