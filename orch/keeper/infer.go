@@ -193,6 +193,24 @@ type Violation struct {
 	Want  int `json:"want"`
 }
 
+// Interrupt is Ctrl+C: the rbee-keeper binary injects it when the person presses it. Every
+// request not yet ended is cancelled as InferSpec.CancelAfter does (InferCancel to the queen,
+// then a wait of up to DoneWait for its InferDone) and ends interrupted (exit code 130).
+type Interrupt struct{}
+
+// MsgName implements node.Msg.
+func (Interrupt) MsgName() string { return "keeper.interrupt" }
+
+// Done reports whether every request has ended.
+func (c *InferClient) Done() bool {
+	for i := range c.reqs {
+		if c.reqs[i].res.Outcome == OutcomeOpen {
+			return false
+		}
+	}
+	return c.reqs != nil
+}
+
 // InferResult is the client's record of one request.
 type InferResult struct {
 	// Index is the request's position in InferConfig.Requests; Model its model.
@@ -431,6 +449,12 @@ func (c *InferClient) Pending() []uint64 {
 // Handle implements node.Node: its own timers, and the queen's answers. Anything else is
 // logged and dropped.
 func (c *InferClient) Handle(env node.Env, from node.Addr, m node.Msg) {
+	if _, ok := m.(Interrupt); ok { // from the binary itself, whatever address it uses
+		for i := range c.reqs {
+			c.onCancelDue(env, i)
+		}
+		return
+	}
 	if from == env.Self() {
 		c.handleTimer(env, m)
 		return

@@ -612,3 +612,37 @@ func TestInferBatchLargerThanSlotsRefused(t *testing.T) {
 		t.Fatalf("a queued batch sent %d requests, want 8", len(ids))
 	}
 }
+
+// TestInterruptCancelsOpenRequests: Ctrl+C (Interrupt) cancels the running request at the
+// queen and, once the queen confirms with InferDone cancelled, ends it interrupted (130) with
+// the tokens so far kept.
+func TestInterruptCancelsOpenRequests(t *testing.T) {
+	r := newInferRig(t, inferConfig(spec(tiny), spec(tiny)))
+	r.advance(0)
+	sent := r.sent()
+	req := sent[0].(api.InferReq)
+	r.tokens(req.ReqID, 0)
+	if r.c.Done() {
+		t.Fatal("done before the end")
+	}
+	r.c.Handle(r.env, self, Interrupt{})
+	var cancels []uint64
+	for _, m := range r.sent() {
+		if c, ok := m.(api.InferCancel); ok {
+			cancels = append(cancels, c.ReqID)
+		}
+	}
+	if len(cancels) != len(sent) {
+		t.Fatalf("cancelled %v after Interrupt, want every request sent (%d)", cancels, len(sent))
+	}
+	for _, m := range sent {
+		id := m.(api.InferReq).ReqID
+		r.done(api.InferDone{ReqID: id, FinishReason: api.FinishCancelled, Tokens: map[bool]int{true: 1}[id == req.ReqID], Err: api.Error{Code: api.CodeCancelled}})
+	}
+	if !r.c.Done() {
+		t.Fatal("not done after the cancelled InferDones")
+	}
+	if got := r.ended(0, OutcomeInterrupted, ExitInterrupted); len(got.Tokens) != 1 {
+		t.Errorf("kept %d tokens, want 1", len(got.Tokens))
+	}
+}
