@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/benbjohnson/clock"
 
@@ -32,6 +33,23 @@ type Config struct {
 	// port of this Runtime: the transport to other OS processes (see package transport). Nil
 	// means such messages are dropped. Called from many goroutines; must not block.
 	Remote func(from, to node.Addr, m node.Msg)
+	// Trace, when set, sees every message a node or port of this Runtime sends (Kind "send",
+	// when it is sent), every message handed to a local node or port (Kind "deliver", just
+	// before the node handles it) and every observation (Kind "observe"), with the clock's
+	// time: what a real-mode run records to judge the same histories the simulator judges.
+	// Timers are not traced. Called from many goroutines at once; must be quick and safe for
+	// concurrent use.
+	Trace func(TraceEvent)
+}
+
+// TraceEvent is one traced event; see Config.Trace.
+type TraceEvent struct {
+	At   time.Time
+	Kind string // "send", "deliver" or "observe"
+	From node.Addr
+	To   node.Addr // empty for "observe"
+	Msg  node.Msg  // nil for "observe"
+	Obs  node.Observation
 }
 
 // Validate reports what is wrong with the config: DataDir must be set. The other fields have

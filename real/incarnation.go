@@ -78,6 +78,9 @@ func (inc *incarnation) dispatch(n node.Node, e envelope) {
 			n.Handle(inc, inc.addr, m)
 		}
 	default:
+		if tr := inc.rt.cfg.Trace; tr != nil {
+			tr(TraceEvent{At: inc.rt.cfg.Clock.Now(), Kind: "deliver", From: e.from, To: inc.addr, Msg: e.msg})
+		}
 		n.Handle(inc, e.from, e.msg)
 	}
 }
@@ -102,7 +105,7 @@ func (inc *incarnation) Self() node.Addr { return inc.addr }
 func (inc *incarnation) Now() time.Time { return inc.rt.cfg.Clock.Now() }
 
 // Send implements node.Env: m goes into to's mailbox, or is dropped if to is unknown or down.
-func (inc *incarnation) Send(to node.Addr, m node.Msg) { inc.rt.deliver(inc.addr, to, m) }
+func (inc *incarnation) Send(to node.Addr, m node.Msg) { inc.rt.send(inc.addr, to, m) }
 
 // Rand implements node.Env.
 func (inc *incarnation) Rand() *rand.Rand { return inc.rng }
@@ -114,4 +117,9 @@ func (inc *incarnation) Disk() node.Disk { return inc.disk }
 func (inc *incarnation) Log() *slog.Logger { return inc.log }
 
 // Observe implements node.Env: it calls Config.Observe.
-func (inc *incarnation) Observe(o node.Observation) { inc.rt.cfg.Observe(inc.addr, o) }
+func (inc *incarnation) Observe(o node.Observation) {
+	if tr := inc.rt.cfg.Trace; tr != nil {
+		tr(TraceEvent{At: inc.rt.cfg.Clock.Now(), Kind: "observe", From: inc.addr, Obs: o})
+	}
+	inc.rt.cfg.Observe(inc.addr, o)
+}

@@ -45,7 +45,7 @@ func (rt *Runtime) AddPort(addr node.Addr, mk func(send Send) Port) error {
 	}
 	rt.ports[addr] = nil // reserved while mk runs
 	rt.mu.Unlock()
-	p := mk(func(to node.Addr, m node.Msg) { rt.deliver(addr, to, m) })
+	p := mk(func(to node.Addr, m node.Msg) { rt.send(addr, to, m) })
 	rt.mu.Lock()
 	rt.ports[addr] = p
 	rt.mu.Unlock()

@@ -220,6 +220,14 @@ func (rt *Runtime) Inject(from, to node.Addr, m node.Msg) {
 // a message that came in from another OS process. Like any send it is dropped if to is down.
 func (rt *Runtime) Deliver(from, to node.Addr, m node.Msg) { rt.deliver(from, to, m) }
 
+// send is a send by a local node or port: traced, then delivered.
+func (rt *Runtime) send(from, to node.Addr, m node.Msg) {
+	if tr := rt.cfg.Trace; tr != nil {
+		tr(TraceEvent{At: rt.cfg.Clock.Now(), Kind: "send", From: from, To: to, Msg: m})
+	}
+	rt.deliver(from, to, m)
+}
+
 // deliver puts m into to's mailbox or hands it to the port at to; an address this Runtime
 // does not have goes to Config.Remote; otherwise (down, or unknown without Remote) m is
 // dropped with a debug log.
@@ -238,6 +246,9 @@ func (rt *Runtime) deliver(from, to node.Addr, m node.Msg) {
 			return
 		}
 	case isPort && port != nil:
+		if tr := rt.cfg.Trace; tr != nil {
+			tr(TraceEvent{At: rt.cfg.Clock.Now(), Kind: "deliver", From: from, To: to, Msg: m})
+		}
 		port.Deliver(from, m)
 		return
 	case !isNode && !isPort && rt.cfg.Remote != nil:
