@@ -700,10 +700,7 @@ func (m *inferMonitor) clientSent(at time.Duration, from node.Addr, x api.InferR
 // token lost, repeated or mixed from another attempt shows here, failovers included.
 func (r *run) checkCompletions(addrs []node.Addr, clients map[node.Addr][]keeper.InferResult) CheckerResult {
 	c := CheckerResult{Name: "completed requests got exactly the model's completion", Stage: "monitors", OK: true}
-	eosMean := sim.DefaultEngineConfig().EOSMean
-	if r.sc.Engine != nil {
-		eosMean = r.sc.Engine.EOSMean
-	}
+	eosMean := engineEOSMean(r.sc)
 	checked := 0
 	for _, a := range addrs {
 		specs := r.requestsOf(a)
@@ -737,6 +734,19 @@ func (r *run) checkCompletions(addrs []node.Addr, clients map[node.Addr][]keeper
 	c.Detail = fmt.Sprintf("%d completed requests, each exactly the model's completion", checked)
 	return c
 }
+
+// engineEOSMean is the mean completion length of the scenario's engines: what the model's
+// completion of a request is judged with.
+func engineEOSMean(sc Scenario) int {
+	if sc.Engine != nil {
+		return sc.Engine.EOSMean
+	}
+	return sim.DefaultEngineConfig().EOSMean
+}
+
+// EngineEOSMean is engineEOSMean for other packages: a real-mode run configures its CPU
+// engines with it, so they produce the completions the checker expects.
+func EngineEOSMean(sc Scenario) int { return engineEOSMean(sc) }
 
 // EngineOf is the worker of an engine address ("worker-1-1-engine" -> "worker-1-1"), or "".
 func EngineOf(a node.Addr) node.Addr {

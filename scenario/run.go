@@ -225,6 +225,22 @@ func newRun(sc Scenario, o Options) *run {
 
 // sent records invocations at the client side: the first send of a (client, request ID).
 func (r *run) sent(at time.Duration, from, to node.Addr, m node.Msg) {
+	r.historySent(at, from, to, m)
+	if to == HubAddr {
+		r.hubMon.sent(at, from, m)
+	}
+	r.flow.sent(at, from, to, m)
+	r.infer.sent(at, from, to, m)
+	if r.catCli[from] && r.hives[to] {
+		if req, ok := m.(api.ModelDownloadReq); ok {
+			r.hubMon.askedDownload(at, reqKey{from, req.ReqID}, req)
+		}
+	}
+}
+
+// historySent records what the registry and catalog histories and their monitors need of a
+// send; it needs nothing of the simulator, so a run on real processes records the same.
+func (r *run) historySent(at time.Duration, from, to node.Addr, m node.Msg) {
 	if req, ok := m.(api.RegistryRequest); ok && to == r.queen {
 		r.hist.Invoke(from, req, int64(at))
 		r.mon.request(from, req)
@@ -232,11 +248,6 @@ func (r *run) sent(at time.Duration, from, to node.Addr, m node.Msg) {
 	if resp, ok := m.(api.RegistryResp); ok && from == r.queen {
 		r.mon.response(at, to, resp)
 	}
-	if to == HubAddr {
-		r.hubMon.sent(at, from, m)
-	}
-	r.flow.sent(at, from, to, m)
-	r.infer.sent(at, from, to, m)
 	if r.catCli[from] && r.hives[to] {
 		switch req := m.(type) {
 		case api.CatalogRegisterReq:
@@ -253,7 +264,6 @@ func (r *run) sent(at time.Duration, from, to node.Addr, m node.Msg) {
 			r.catMon.sentMaintenance(at, reqKey{from, req.ReqID}, req.MsgName(), req.Name)
 		case api.ModelDownloadReq:
 			r.catHist.Invoke(from, r.machineOf(to), req, req.ReqID, int64(at))
-			r.hubMon.askedDownload(at, reqKey{from, req.ReqID}, req)
 			r.catMon.invoke(from, r.machineOf(to), api.CatalogRegisterReq{ReqID: req.ReqID, Provider: req.Provider, Reference: req.Reference()})
 		case api.CatalogListReq:
 			r.catMon.sentList(reqKey{from, req.ReqID}, req)
@@ -266,9 +276,7 @@ func (r *run) delivered(at time.Duration, from, to node.Addr, m node.Msg) {
 	r.flow.delivered(at, from, to, m)
 	r.infer.delivered(at, from, to, m)
 	r.watchTerminal(at, from, to, m)
-	if resp, ok := m.(api.RegistryResp); ok && from == r.queen {
-		r.hist.Return(to, resp, int64(at))
-	}
+	r.historyDelivered(at, from, to, m)
 	if resp, ok := m.(api.HubResp); ok && from == HubAddr {
 		r.hubMon.answered(at, to, resp)
 	}
@@ -277,6 +285,13 @@ func (r *run) delivered(at time.Duration, from, to node.Addr, m node.Msg) {
 	}
 	if resp, ok := m.(api.CatalogResp); ok && r.catCli[to] && r.hives[from] && resp.Op == (api.ModelDownloadReq{}).MsgName() {
 		r.hubMon.downloadAnswered(at, to, resp, r.sc.Chaos+downloadGrace)
+	}
+}
+
+// historyDelivered is historySent's counterpart for deliveries: returns at the client side.
+func (r *run) historyDelivered(at time.Duration, from, to node.Addr, m node.Msg) {
+	if resp, ok := m.(api.RegistryResp); ok && from == r.queen {
+		r.hist.Return(to, resp, int64(at))
 	}
 	if resp, ok := m.(api.CatalogResp); ok && r.catCli[to] && r.hives[from] {
 		r.catHist.Return(to, resp, int64(at))
