@@ -4,8 +4,13 @@
 // single-threaded as the node contract requires, while different nodes run in parallel.
 // Messages between nodes of one Runtime are passed in memory; timers run on a
 // github.com/benbjohnson/clock Clock (the wall clock by default); each machine's durable files
-// live in a folder on the OS (see OSDisk). Later steps add the HTTP transport between processes,
-// process management and device adapters; the Env the core sees stays the same.
+// live in a folder on the OS (see OSDisk). External systems (the inference engine, the process
+// table, the model hub) are Ports at an address (port.go). Messages to addresses of other OS
+// processes go to Config.Remote: the HTTP transport of real/transport. The sub-packages hold
+// the rest of the real runtime: real/daemon (what every binary shares), real/engine,
+// real/proc, real/hub, real/gpu, real/gateway (the public API), real/chaos (real faults),
+// real/record and real/cluster (real-mode runs). The Env the core sees is the same as in the
+// simulator.
 //
 // Delivery between nodes of one Runtime is reliable and in order per sender-receiver pair while
 // both are up; a message to an unknown or crashed node is dropped, as the network would lose
