@@ -3,10 +3,8 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"time"
@@ -17,24 +15,7 @@ import (
 )
 
 // canaryResult is one planted bug's line in the canary's report.
-type canaryResult struct {
-	Plant    string  `json:"plant"`
-	Breaks   string  `json:"breaks"`
-	Scenario string  `json:"scenario"`
-	Budget   uint64  `json:"budget_seeds"`
-	Caught   bool    `json:"caught"`
-	Seed     uint64  `json:"seed,omitempty"`
-	Seeds    uint64  `json:"seeds_run"`
-	Seconds  float64 `json:"seconds"`
-	Stage    string  `json:"stage,omitempty"`
-	Checker  string  `json:"checker,omitempty"`
-	Detail   string  `json:"detail,omitempty"`
-	Faults   int     `json:"faults,omitempty"`
-	// Shrunk is the minimised reproduction's size (scenario.Shrink, a budget of 60 runs).
-	Shrunk  *scenario.ShrinkStats `json:"shrunk,omitempty"`
-	Replay  string                `json:"replay,omitempty"`
-	Problem string                `json:"problem,omitempty"`
-}
+type canaryResult = reports.CanaryPlant
 
 // cmdCanary runs every planted bug against the scenario that must catch it, within its budget
 // of seeds, and reports per plant whether it was caught, after how many seeds and seconds, by
@@ -89,11 +70,12 @@ func cmdCanary(args []string) error {
 					sc, r.Shrunk = small, &st
 					res = scenario.Run(sc, scenario.Options{KeepTraceLines: true})
 				}
-				file, werr := reports.WriteFolder(reports.FailureDir(*out, sc), sc, &res)
+				dir := reports.FailureDir(*out, sc)
+				file, werr := reports.WriteFolder(dir, sc, &res)
 				if werr != nil {
 					r.Problem = fmt.Sprintf("caught, but the failure folder could not be written: %v", werr)
 				} else {
-					r.Replay = reports.ReplayCommand(sc, file)
+					r.Replay, r.Folder = reports.ReplayCommand(sc, file), filepath.Base(dir)
 				}
 			}
 		}
@@ -108,21 +90,13 @@ func cmdCanary(args []string) error {
 		printCanary(r)
 	}
 	sort.Slice(results, func(i, j int) bool { return results[i].Plant < results[j].Plant })
-	if err := os.MkdirAll(*out, 0o755); err != nil {
-		return fmt.Errorf("canary: cannot create %s: %w", *out, err)
+	rep := &reports.CanaryReport{Plants: results, CaughtAll: !failed}
+	path, err := reports.WriteCanary(*out, rep)
+	if err != nil {
+		return err
 	}
-	b, _ := json.MarshalIndent(map[string]any{"plants": results, "caught_all": !failed}, "", "  ")
-	path := filepath.Join(*out, "canary.json")
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("canary: cannot write %s: %w", path, err)
-	}
-	caught := 0
-	for _, r := range results {
-		if r.Caught && r.Problem == "" {
-			caught++
-		}
-	}
-	fmt.Printf("\ncanary: %d of %d planted bugs caught; report %s\n", caught, len(results), path)
+	fmt.Printf("\ncanary: %d of %d planted bugs caught; report %s\n", rep.Caught(), len(results), path)
+	fmt.Printf("include it in a soak's report: rbee-sim soak --canary %s ... or rbee-sim report merge --canary %s ...\n", path, path)
 	if failed {
 		return errFailed
 	}
@@ -133,8 +107,8 @@ func printCanary(r canaryResult) {
 	if r.Caught && r.Problem == "" {
 		fmt.Printf("CAUGHT %-40s by %-30s seed %-3d after %5.2fs: [%s] %s\n", r.Plant, r.Scenario, r.Seed, r.Seconds, r.Stage, r.Checker)
 		if r.Shrunk != nil {
-			fmt.Printf("       shrunk %d -> %d events (%.1fx), faults %d -> %d, clients %d -> %d\n", r.Shrunk.FromEvents, r.Shrunk.ToEvents,
-				r.Shrunk.Factor(), r.Shrunk.FromFaults, r.Shrunk.ToFaults, r.Shrunk.FromClients, r.Shrunk.ToClients)
+			fmt.Printf("       shrunk %d -> %d events (%.1fx), faults %d -> %d, nodes %d -> %d, clients %d -> %d\n", r.Shrunk.FromEvents, r.Shrunk.ToEvents,
+				r.Shrunk.Factor(), r.Shrunk.FromFaults, r.Shrunk.ToFaults, r.Shrunk.FromNodes, r.Shrunk.ToNodes, r.Shrunk.FromClients, r.Shrunk.ToClients)
 		}
 		fmt.Printf("       replay: %s\n", r.Replay)
 		return

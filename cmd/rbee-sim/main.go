@@ -8,6 +8,8 @@
 //	rbee-sim replay [--json] [--out DIR] FILE
 //	rbee-sim shrink [--budget N] [--out DIR] FILE
 //	rbee-sim soak [--duration D | --seeds N] [--parallel N] [--scenario GLOB] [--base-seed N] [--shard i/n] [--out DIR]
+//	              [--swarm=false] [--liveness SHARE] [--shrink RUNS] [--canary FILE]
+//	rbee-sim report merge [--out DIR] [--canary FILE] SHARD_DIR...
 //	rbee-sim canary [--out DIR]   (a -tags plant build)
 //
 // Exit status: 0 when every run passed; 1 when a run failed or was invalid; 2 on bad usage.
@@ -40,6 +42,7 @@ Commands:
   rbee-sim soak [flags]              run many seeds for a duration or a seed count, in parallel, and write a report
   rbee-sim report merge --out DIR SHARD_DIR...   merge the soak reports of the shards of one soak
   rbee-sim canary [flags]            (built with -tags plant) prove every planted bug is caught, and how fast
+  rbee-sim fakehub [flags]           serve a local fake of the Hugging Face hub with synthetic GGUF models
 
 Run 'rbee-sim run -h' or 'rbee-sim replay -h' for their flags.
 `
@@ -72,6 +75,8 @@ func realMain(args []string) int {
 		err = cmdCanary(args[1:])
 	case "report":
 		err = cmdReport(args[1:])
+	case "fakehub":
+		err = cmdFakehub(args[1:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return 0

@@ -3,6 +3,8 @@ package main
 import (
 	"path/filepath"
 	"testing"
+
+	"github.com/rbee-sim/rbee-sim/reports"
 )
 
 // TestReportMergeAddsUpShards: two shards of a soak merged give the totals of the same soak
@@ -30,5 +32,18 @@ func TestReportMergeAddsUpShards(t *testing.T) {
 	}
 	if err := cmdReport([]string{"merge", "--out", merged}); err == nil {
 		t.Fatal("merge without shards was accepted")
+	}
+
+	// With the canary's report: a missed plant fails the merged report.
+	rep := &reports.CanaryReport{Plants: []reports.CanaryPlant{{Plant: "keeper-no-backoff", Problem: "not caught"}}}
+	path, err := reports.WriteCanary(filepath.Join(dir, "canary"), rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmdReport([]string{"merge", "--out", merged, "--canary", path, a, b}); err == nil {
+		t.Fatal("a merge whose canary missed a plant passed")
+	}
+	if m := readSummary(t, merged); m.Canary == nil || m.Flags.Canary != path || m.Passed() {
+		t.Errorf("merged canary %+v, flags %+v", m.Canary, m.Flags)
 	}
 }

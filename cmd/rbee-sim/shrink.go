@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"strings"
 
 	"github.com/rbee-sim/rbee-sim/reports"
 	"github.com/rbee-sim/rbee-sim/scenario"
@@ -39,8 +40,9 @@ func cmdShrink(args []string) error {
 		return err
 	}
 	fmt.Printf("shrunk %s (failing %q) in %d runs:\n", fs.Arg(0), st.Checker, st.Runs)
-	fmt.Printf("  events   %8d -> %d (%.1fx smaller)\n", st.FromEvents, st.ToEvents, st.Factor())
-	fmt.Printf("  faults   %8d -> %d\n  clients  %8d -> %d\n  requests %8d -> %d\n", st.FromFaults, st.ToFaults, st.FromClients, st.ToClients, st.FromRequests, st.ToRequests)
+	for _, line := range strings.Split(strings.TrimSuffix(st.String(), "\n"), "\n") {
+		fmt.Printf("  %s\n", line)
+	}
 	fmt.Printf("  replay: %s\n", reports.ReplayCommand(small, file))
 	return nil
 }

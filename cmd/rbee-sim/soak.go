@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rbee-sim/rbee-sim/orch/plant"
 	"github.com/rbee-sim/rbee-sim/reports"
 	"github.com/rbee-sim/rbee-sim/scenario"
 )
@@ -25,11 +27,18 @@ type soakFlags struct {
 	shardI   int
 	shardN   int
 	out      string
+	swarm    bool
+	liveness float64
+	shrink   int    // runs per failure; 0: no shrinking
+	canary   string // canary.json (or its folder) to include
+	plants   []string
+	args     []string
 }
 
 func (f soakFlags) record() reports.SoakFlags {
 	r := reports.SoakFlags{Parallel: f.parallel, Scenario: f.scenario, BaseSeed: f.baseSeed,
-		Shard: fmt.Sprintf("%d/%d", f.shardI, f.shardN), Out: f.out}
+		Shard: fmt.Sprintf("%d/%d", f.shardI, f.shardN), Out: f.out, Swarm: f.swarm, Liveness: f.liveness,
+		ShrinkBudget: f.shrink, Canary: f.canary, Plants: f.plants, Command: append([]string{"rbee-sim", "soak"}, f.args...)}
 	if f.duration > 0 {
 		r.Duration = f.duration.String()
 	} else {
@@ -39,7 +48,7 @@ func (f soakFlags) record() reports.SoakFlags {
 }
 
 func parseSoakFlags(args []string) (soakFlags, error) {
-	f := soakFlags{shardN: 1}
+	f := soakFlags{shardN: 1, args: args}
 	var shard string
 	fs := flag.NewFlagSet("soak", flag.ContinueOnError)
 	fs.DurationVar(&f.duration, "duration", 0, "run until this much wall time has passed (runs in flight finish); not with --seeds")
@@ -49,6 +58,12 @@ func parseSoakFlags(args []string) (soakFlags, error) {
 	fs.Uint64Var(&f.baseSeed, "base-seed", 1, "the first seed")
 	fs.StringVar(&shard, "shard", "0/1", "i/n: take only the seeds whose index (seed - base-seed) % n == i")
 	fs.StringVar(&f.out, "out", "rbee-sim-soak", "folder for summary.json, index.html and failures/")
+	fs.BoolVar(&f.swarm, "swarm", true, "swarm testing: each run enables a random subset of its scenario's fault kinds, each with a random intensity")
+	fs.Float64Var(&f.liveness, "liveness", 0.25, "share of runs (0 to 1) in liveness mode: the faults stop at a random point and the cluster must converge within the settle phase")
+	fs.IntVar(&f.shrink, "shrink", 100, "the most runs to spend minimising each failure (0: do not shrink)")
+	var plants string
+	fs.StringVar(&plants, "plant", "", "switch on planted bugs in every run, comma-separated (needs -tags plant): a soak that must fail")
+	fs.StringVar(&f.canary, "canary", "", "include this canary report (canary.json of rbee-sim canary, or its folder); a plant it missed fails the soak")
 	if err := fs.Parse(args); err != nil {
 		return f, usageError{err.Error()}
 	}
@@ -76,6 +91,18 @@ func parseSoakFlags(args []string) (soakFlags, error) {
 		return f, usageError{fmt.Sprintf("soak: --shard %q is not i/n with 0 <= i < n (e.g. 0/4)", shard)}
 	}
 	f.shardI, f.shardN = i, n
+	if f.liveness < 0 || f.liveness > 1 || math.IsNaN(f.liveness) {
+		return f, usageError{fmt.Sprintf("soak: --liveness %v must be a share from 0 to 1", f.liveness)}
+	}
+	if plants != "" {
+		f.plants = strings.Split(plants, ",")
+	}
+	if err := plant.Validate(f.plants); err != nil {
+		return f, usageError{"soak: " + err.Error()}
+	}
+	if f.shrink < 0 {
+		return f, usageError{fmt.Sprintf("soak: --shrink %d must not be negative", f.shrink)}
+	}
 	if f.out == "" {
 		return f, usageError{"soak: --out must name a folder"}
 	}
@@ -128,6 +155,7 @@ func soak(f soakFlags, entries []scenario.Entry, stderr io.Writer) (*reports.Soa
 	}
 	failRoot := filepath.Join(f.out, "failures")
 	coll := reports.NewSoakCollector(f.out, ids)
+	opts := scenario.SwarmOptions{Swarm: f.swarm, Liveness: f.liveness}
 	var mu sync.Mutex
 	var records []soakRecord
 
@@ -158,24 +186,55 @@ func soak(f soakFlags, entries []scenario.Entry, stderr io.Writer) (*reports.Soa
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				sc := j.entry.Generate(j.seed, scenario.Knobs{})
-				res := scenario.Run(sc, scenario.Options{})
-				if !res.Passed {
-					if _, err := reports.WriteFolder(reports.FailureDir(failRoot, sc), sc, &res); err != nil {
-						fmt.Fprintf(stderr, "rbee-sim: %s seed %d failed, and its report could not be written: %v\n", sc.ID, sc.Seed, err)
-					}
-				}
-				available := j.entry.AvailableKinds(sc)
-				res.Compact()
+				run := soakOne(j, opts, f.plants, f.shrink, failRoot, stderr)
 				mu.Lock()
-				coll.Add(sc, &res, available)
-				records = append(records, soakRecord{sc.ID, sc.Seed, res.Passed, res.TraceHash})
+				coll.AddRun(run)
+				records = append(records, soakRecord{run.Scenario.ID, run.Scenario.Seed, run.Result.Passed, run.Result.TraceHash})
 				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
 	return coll.Summary(f.record(), started, time.Now()), records
+}
+
+// soakOne runs one job. A failing run gets its failure folder under failRoot, and, when it
+// failed a checker past its assumptions and shrink > 0, a minimal scenario's folder in it
+// (minimal/), shrunk within shrink runs.
+func soakOne(j soakJob, opts scenario.SwarmOptions, plants []string, shrink int, failRoot string, stderr io.Writer) reports.SoakRun {
+	sc, variant := j.entry.GenerateVariant(j.seed, scenario.Knobs{}, opts)
+	sc.Plants = plants
+	start := time.Now()
+	res := scenario.Run(sc, scenario.Options{})
+	run := reports.SoakRun{Scenario: sc, Result: &res, Variant: variant, Started: start, Finished: time.Now(),
+		Available: j.entry.AvailableKinds(sc)}
+	if !res.Passed {
+		dir := reports.FailureDir(failRoot, sc)
+		if _, err := reports.WriteFolder(dir, sc, &res); err != nil {
+			fmt.Fprintf(stderr, "rbee-sim: %s seed %d failed, and its report could not be written: %v\n", sc.ID, sc.Seed, err)
+		}
+		first := res.FirstFailure()
+		switch {
+		case shrink == 0:
+		case first == nil || first.Stage == "assumptions":
+			run.ShrinkProblem = "an invalid run (its assumptions failed) has no failure to keep while shrinking"
+		default:
+			small, st := scenario.Shrink(sc, shrink)
+			if st.Checker == "" {
+				run.ShrinkProblem = "the failure did not reproduce when the shrink ran it again"
+				break
+			}
+			smallRes := scenario.Run(small, scenario.Options{})
+			file, err := reports.WriteFolder(filepath.Join(dir, "minimal"), small, &smallRes)
+			if err != nil {
+				run.ShrinkProblem = fmt.Sprintf("the minimal scenario's folder could not be written: %v", err)
+				break
+			}
+			run.Shrunk, run.MinimalFile = &st, file
+		}
+	}
+	res.Compact()
+	return run
 }
 
 func cmdSoak(args []string) error {
@@ -187,7 +246,15 @@ func cmdSoak(args []string) error {
 	if err != nil {
 		return err
 	}
+	var canary *reports.CanaryReport
+	if f.canary != "" {
+		// Read before the soak runs, so that a wrong path fails at once.
+		if canary, err = reports.ReadCanary(f.canary, f.out); err != nil {
+			return err
+		}
+	}
 	sum, _ := soak(f, entries, os.Stderr)
+	sum.Canary = canary
 	if err := reports.WriteSoak(f.out, sum); err != nil {
 		return err
 	}
@@ -211,7 +278,7 @@ func printSoak(w io.Writer, s *reports.SoakSummary) {
 	}
 	fmt.Fprintf(w, "soak %s: %d runs of %d scenarios (%s from seed %d, shard %s, parallel %d) in %.1fs\n",
 		verdict, t.Runs, len(s.Scenarios), mode, s.Flags.BaseSeed, s.Flags.Shard, s.Flags.Parallel, s.WallSeconds)
-	fmt.Fprintf(w, "  %d passed, %d failed, %d invalid\n", t.Passed, t.Failed, t.Invalid)
+	fmt.Fprintf(w, "  %d passed, %d failed, %d invalid; %d swarm runs, %d in liveness mode\n", t.Passed, t.Failed, t.Invalid, t.SwarmRuns, t.LivenessRuns)
 	fmt.Fprintf(w, "  %d events, %.0f simulated seconds: %.0f seeds/minute, %.0f events/s, %.0fx faster than real time\n",
 		t.Events, t.SimSeconds, s.SeedsPerMinute, s.EventsPerWallSecond, s.Compression)
 	lo, hi := -1, 0
@@ -249,6 +316,18 @@ func printSoak(w io.Writer, s *reports.SoakSummary) {
 		fmt.Fprintf(w, "  %s %s seed %d: [%s] %s\n", kind, fl.Scenario, fl.Seed, fl.Stage, fl.Checker)
 		if fl.Replay != "" {
 			fmt.Fprintf(w, "       %s\n", fl.Replay)
+		}
+		if st := fl.Shrunk; st != nil {
+			fmt.Fprintf(w, "       minimal: %d -> %d events, %d -> %d faults, %d -> %d nodes: %s\n", st.FromEvents, st.ToEvents,
+				st.FromFaults, st.ToFaults, st.FromNodes, st.ToNodes, fl.MinimalReplay)
+		}
+	}
+	if c := s.Canary; c != nil {
+		fmt.Fprintf(w, "  canary: %d of %d planted bugs caught\n", c.Caught(), len(c.Plants))
+		for _, p := range c.Plants {
+			if !p.OK() {
+				fmt.Fprintf(w, "  MISSED %s: %s\n", p.Plant, p.Problem)
+			}
 		}
 	}
 	fmt.Fprintf(w, "report: %s\n", filepath.Join(s.Flags.Out, "index.html"))

@@ -45,6 +45,25 @@ func TestSoakWritesSummaryAndPage(t *testing.T) {
 	if s.SeedsPerMinute <= 0 || s.EventsPerWallSecond <= 0 || s.Compression <= 0 || len(s.Faults) == 0 || len(s.Failures) != 0 {
 		t.Errorf("rates, faults or failures wrong: %+v", s)
 	}
+	// Swarm testing and liveness mode are on by default, failures would be shrunk, and the
+	// command line is recorded.
+	if !s.Flags.Swarm || s.Flags.Liveness != 0.25 || s.Flags.ShrinkBudget != 100 || s.GOOS == "" || s.GOARCH == "" ||
+		strings.Join(s.Flags.Command, " ") != "rbee-sim soak --seeds 2 --scenario registry/overflow --parallel 2 --out "+out {
+		t.Errorf("flags %+v", s.Flags)
+	}
+	if s.Totals.SwarmRuns != 2 {
+		t.Errorf("%d swarm runs of 2", s.Totals.SwarmRuns)
+	}
+	binned, finished := 0, 0
+	for _, b := range s.RunSeconds {
+		binned += b.Runs
+	}
+	for _, p := range s.Throughput {
+		finished += p.Runs
+	}
+	if binned != 2 || finished != 2 || len(s.Throughput) == 0 {
+		t.Errorf("charts: %d runs in the histogram, %d in the throughput series %+v", binned, finished, s.Throughput)
+	}
 	page, err := os.ReadFile(filepath.Join(out, "index.html"))
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +100,7 @@ func TestSoakIsDeterministicWhateverParallel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := soakFlags{seeds: 3, baseSeed: 5, shardN: 1, scenario: "registry/overflow"}
+	f := soakFlags{seeds: 3, baseSeed: 5, shardN: 1, scenario: "registry/overflow", swarm: true, liveness: 0.5}
 	f.parallel, f.out = 1, t.TempDir()
 	_, one := soak(f, entries, io.Discard)
 	f.parallel, f.out = 3, t.TempDir()
@@ -175,6 +194,9 @@ func TestSoakBadFlagsExit2(t *testing.T) {
 		{[]string{"--scenario", "[", "--seeds", "1"}, "not a valid pattern"},
 		{[]string{"--duration", "soon"}, "invalid value"},
 		{[]string{"extra"}, "unexpected arguments"},
+		{[]string{"--liveness", "1.5"}, "--liveness 1.5 must be a share from 0 to 1"},
+		{[]string{"--liveness", "-0.1"}, "must be a share from 0 to 1"},
+		{[]string{"--shrink", "-1"}, "--shrink -1 must not be negative"},
 	}
 	for _, c := range cases {
 		args := append([]string{"soak", "--out", t.TempDir()}, c.args...)
@@ -182,5 +204,64 @@ func TestSoakBadFlagsExit2(t *testing.T) {
 		if code != 2 || !strings.Contains(stderr, c.want) {
 			t.Errorf("%v: exit %d, stderr %q; want exit 2 and %q", c.args, code, stderr, c.want)
 		}
+	}
+}
+
+// A soak with swarm testing off and no liveness mode runs the catalogue's scenarios as they
+// are: the same trace hashes as rbee-sim run.
+func TestSoakWithoutVariationRunsTheCatalogueScenarios(t *testing.T) {
+	entries, err := selectEntries("registry/overflow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := soakFlags{seeds: 2, baseSeed: 1, shardN: 1, parallel: 2, out: t.TempDir()}
+	sum, recs := soak(f, entries, io.Discard)
+	if sum.Totals.SwarmRuns != 0 || sum.Totals.LivenessRuns != 0 {
+		t.Errorf("totals %+v", sum.Totals)
+	}
+	for _, r := range recs {
+		res := scenario.Run(entries[0].Generate(r.seed, scenario.Knobs{}), scenario.Options{})
+		if res.TraceHash != r.traceHash {
+			t.Errorf("seed %d: soak hash %s, run hash %s", r.seed, r.traceHash, res.TraceHash)
+		}
+	}
+}
+
+// Liveness mode at a share of 1 puts every run in it; the runs pass (the faults stop early and
+// the cluster converges within the settle phase).
+func TestSoakLivenessModeRuns(t *testing.T) {
+	out := t.TempDir()
+	code, stdout, stderr := capture(t, "soak", "--seeds", "3", "--scenario", "registry/persistence", "--liveness", "1", "--out", out)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	s := readSummary(t, out)
+	if s.Totals.LivenessRuns != 3 || s.Scenarios[0].LivenessRuns != 3 || !strings.Contains(stdout, "3 in liveness mode") {
+		t.Errorf("totals %+v\n%s", s.Totals, stdout)
+	}
+}
+
+// A soak includes a canary report (rbee-sim canary's canary.json): its verdict joins the
+// soak's, a missed plant fails it, and a path that is not a canary report fails at once.
+func TestSoakIncludesTheCanaryReport(t *testing.T) {
+	dir := t.TempDir()
+	rep := &reports.CanaryReport{CaughtAll: false, Plants: []reports.CanaryPlant{{Plant: "registry-lost-update", Caught: true, Seed: 1, Seeds: 1},
+		{Plant: "keeper-no-backoff", Seeds: 5, Problem: "not caught by inference/worker-busy-retry within 5 seeds"}}}
+	path, err := reports.WriteCanary(filepath.Join(dir, "canary"), rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "soak")
+	code, stdout, _ := capture(t, "soak", "--seeds", "1", "--scenario", "registry/overflow", "--canary", path, "--out", out)
+	if code != 1 || !strings.Contains(stdout, "canary: 1 of 2 planted bugs caught") || !strings.Contains(stdout, "MISSED keeper-no-backoff") {
+		t.Fatalf("exit %d\n%s", code, stdout)
+	}
+	s := readSummary(t, out)
+	if s.Canary == nil || s.Canary.Caught() != 1 || s.Flags.Canary != path || s.Totals.Failed != 0 {
+		t.Errorf("summary canary %+v, flags %+v", s.Canary, s.Flags)
+	}
+	code, _, stderr := capture(t, "soak", "--seeds", "1", "--scenario", "registry/overflow", "--canary", filepath.Join(dir, "none.json"), "--out", out)
+	if code != 1 || !strings.Contains(stderr, "cannot read the canary report") {
+		t.Errorf("a missing canary report: exit %d, %s", code, stderr)
 	}
 }
