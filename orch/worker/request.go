@@ -268,6 +268,18 @@ func (w *Worker) handleEngineDone(env node.Env, m api.EngineDone) {
 	switch m.Reason {
 	case api.FinishStop, api.FinishLength:
 		w.finish(env, r, m.Reason, api.Error{})
+	case api.FinishError:
+		if m.Err.Code == api.CodeAllSlotsBusy && r.tokens == 0 {
+			// An engine that is a server of its own (llama.cpp, vLLM) was busy with other
+			// clients' work: the request never started, so it is a refusal the queen can send
+			// elsewhere, not an engine failure.
+			env.Observe(node.Mark("worker engine refused: busy"))
+			w.finish(env, r, api.FinishError, api.Errorf(api.CodeAllSlotsBusy,
+				"retry after a moment, or on another worker",
+				"the inference engine of worker %s is busy with other work: %s", w.cfg.ID, engineReason(m)))
+			return
+		}
+		fallthrough
 	default:
 		env.Observe(node.Mark("worker engine error"))
 		w.finish(env, r, api.FinishError, api.Errorf(api.CodeEngineError,

@@ -204,6 +204,25 @@ func TestEngineErrorNamesTheEngineError(t *testing.T) {
 	r.started() // the queued request took the slot
 }
 
+// An engine server that is busy before the first token refuses with ALL_SLOTS_BUSY, and the
+// worker passes that on as a refusal (not an engine error) so the queen can route elsewhere;
+// after tokens were sent it is an engine error like any other.
+func TestEngineBusyIsARefusal(t *testing.T) {
+	r := newReady(t, 1, 1)
+	r.req(1)
+	id := r.started()
+	r.deliver(engine, api.EngineDone{ReqID: id, Reason: api.FinishError,
+		Err: api.Errorf(api.CodeAllSlotsBusy, "", "llama-server: no free slot")})
+	wantEnd(t, r.done(), 1, api.FinishError, api.CodeAllSlotsBusy, 0)
+
+	r.req(2)
+	id = r.started()
+	r.tokens(id, 0, 1)
+	r.deliver(engine, api.EngineDone{ReqID: id, Reason: api.FinishError,
+		Err: api.Errorf(api.CodeAllSlotsBusy, "", "llama-server: no free slot")})
+	wantEnd(t, r.done(), 2, api.FinishError, api.CodeEngineError, 1)
+}
+
 func TestCancelRunningFreesSlot(t *testing.T) {
 	r := newReady(t, 1, 1)
 	r.req(1)
