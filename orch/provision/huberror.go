@@ -33,7 +33,9 @@ func (p *Provisioner) hubError(env node.Env, d *download, m api.HubResp) {
 		p.truncate(env, d, 0)
 		d.haveMeta = false
 		p.retry(env, d, why, 0)
-	case m.Status == 404:
+	case m.Status == 404 || m.Status == 401 && m.ErrorCode == "RepoNotFound":
+		// The real hub answers 401 RepoNotFound for a repository that does not exist, or is
+		// private and the token cannot see it: the same as a 404 for the person.
 		env.Observe(node.Mark("download failed: not found"))
 		if p.cfg.Plants.Has(PlantRetryTerminal) {
 			p.retry(env, d, why, 0)

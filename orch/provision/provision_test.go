@@ -170,6 +170,7 @@ func TestTerminalErrorsNameTheCause(t *testing.T) {
 		{404, "RepoNotFound", "repository TheBloke/Tiny-GGUF not found", "repository name"},
 		{404, "RevisionNotFound", "revision main of repository", "revision"},
 		{404, "EntryNotFound", "file tiny.Q4_K_M.gguf not found", "file name"},
+		{401, "RepoNotFound", "repository TheBloke/Tiny-GGUF not found", "HF_TOKEN"}, // the real hub: missing or private
 		{401, "GatedRepo", "gated", "HF_TOKEN"},
 		{403, "GatedRepo", "gated", "licence"},
 	}
