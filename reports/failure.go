@@ -29,9 +29,11 @@ func ReplayCommand(sc scenario.Scenario, scenarioFile string) string {
 }
 
 // WriteFolder writes a run's report folder: scenario.json, result.json, trace.jsonl (from a
-// replay of the scenario, whose trace hash must match the run's), history.html when the
-// registry history was not linearizable, and README.txt saying what failed and how to replay
-// it. It returns the scenario file's path. Files already written stay if a later one fails.
+// replay of the scenario, whose trace hash must match the run's), timeline.html (the faults,
+// nodes down and event rate over simulated time), history.html (porcupine's view of the
+// registry or catalog history, the one that was not linearizable if one was) when the run
+// checked one, and README.txt saying what failed and how to replay it. It returns the
+// scenario file's path. Files already written stay if a later one fails.
 func WriteFolder(dir string, sc scenario.Scenario, res *scenario.Result) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("cannot create the report folder: %w", err)
@@ -45,10 +47,13 @@ func WriteFolder(dir string, sc scenario.Scenario, res *scenario.Result) (string
 	if err != nil {
 		return scFile, err
 	}
-	if res.LinearizabilityFailed() {
-		if err := res.WriteHistoryHTML(filepath.Join(dir, "history.html")); err != nil {
+	if res.HasHistory() {
+		if err := res.WriteAnyHistoryHTML(filepath.Join(dir, "history.html")); err != nil {
 			return scFile, fmt.Errorf("cannot write history.html: %w", err)
 		}
+	}
+	if err := WriteTimeline(filepath.Join(dir, "timeline.html"), sc, res, filepath.Join(dir, "trace.jsonl")); err != nil {
+		return scFile, fmt.Errorf("cannot write timeline.html: %w", err)
 	}
 	b, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
@@ -102,8 +107,13 @@ Files:
                    kind  deliver, timer, start, crash, pause, resume, drop, dup, powerfail, action
                    from, to  addresses     msg   message type or action name
                    body  the message       hash  running trace hash after this event
-  history.html   (linearizability failures) porcupine's view of the registry history with the
-                 fault timeline; open it in a browser, no network needed
+  timeline.html  the run over simulated time: every fault, the nodes that were down or
+                 paused, the event rate and dropped messages; no network needed
+  history.html   (runs that checked a registry or catalog history) porcupine's view of the
+                 history the clients saw, with the faults marked; for a linearizability
+                 failure, the history that was not linearizable; no network needed
+  minimal/       (soak failures) the same failure shrunk: a smaller scenario that fails the
+                 same checker, with its own files and replay command
 `)
 	return b.String()
 }

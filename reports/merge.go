@@ -22,10 +22,12 @@ func ReadSoak(dir string) (*SoakSummary, error) {
 }
 
 // MergeSoak merges the summaries of the shards of one soak (rbee-sim soak --shard i/n): counts
-// add up, the wall time runs from the first shard's start to the last one's end (shards run at
-// once), and each failure's folder is made relative to out, where the merged report goes.
+// and histograms add up, the wall time runs from the first shard's start to the last one's end
+// (shards run at once), the throughput series are laid over that time, and each failure's
+// folders are made relative to out, where the merged report goes. A shard's canary report is
+// kept unless the merge brings its own (SoakSummary.Canary set afterwards).
 func MergeSoak(out string, dirs []string, parts []*SoakSummary) *SoakSummary {
-	m := &SoakSummary{Scenarios: []SoakScenario{}, Faults: []SoakFault{}, Marks: []SoakMark{}, Failures: []SoakFailure{}}
+	m := &SoakSummary{Scenarios: []SoakScenario{}, Faults: []SoakFault{}, Marks: []SoakMark{}, Failures: []SoakFailure{}, RunSeconds: newRunBins()}
 	scen, faults, marks := map[string]*SoakScenario{}, map[string]*SoakFault{}, map[string]*SoakMark{}
 	for i, p := range parts {
 		if i == 0 || p.Started.Before(m.Started) {
@@ -41,6 +43,18 @@ func MergeSoak(out string, dirs []string, parts []*SoakSummary) *SoakSummary {
 		t := &m.Totals
 		t.Runs, t.Passed, t.Failed, t.Invalid = t.Runs+p.Totals.Runs, t.Passed+p.Totals.Passed, t.Failed+p.Totals.Failed, t.Invalid+p.Totals.Invalid
 		t.Events, t.SimSeconds, t.RunWallSeconds = t.Events+p.Totals.Events, t.SimSeconds+p.Totals.SimSeconds, t.RunWallSeconds+p.Totals.RunWallSeconds
+		t.SwarmRuns, t.LivenessRuns = t.SwarmRuns+p.Totals.SwarmRuns, t.LivenessRuns+p.Totals.LivenessRuns
+		for _, b := range p.RunSeconds {
+			m.RunSeconds[runBin(b.FromSeconds)].Runs += b.Runs
+		}
+		if p.Canary != nil && m.Canary == nil {
+			m.Canary = p.Canary
+			for j, pl := range m.Canary.Plants {
+				if pl.Folder != "" {
+					m.Canary.Plants[j].Folder = relativeTo(out, filepath.Join(dirs[i], pl.Folder))
+				}
+			}
+		}
 		for _, s := range p.Scenarios {
 			a := scen[s.ID]
 			if a == nil {
@@ -49,6 +63,7 @@ func MergeSoak(out string, dirs []string, parts []*SoakSummary) *SoakSummary {
 			}
 			a.Runs, a.Passed, a.Failed, a.Invalid = a.Runs+s.Runs, a.Passed+s.Passed, a.Failed+s.Failed, a.Invalid+s.Invalid
 			a.Events, a.SimSeconds, a.WallSeconds = a.Events+s.Events, a.SimSeconds+s.SimSeconds, a.WallSeconds+s.WallSeconds
+			a.LivenessRuns += s.LivenessRuns
 		}
 		for _, f := range p.Faults {
 			a := faults[f.Kind]
@@ -56,7 +71,7 @@ func MergeSoak(out string, dirs []string, parts []*SoakSummary) *SoakSummary {
 				a = &SoakFault{Kind: f.Kind}
 				faults[f.Kind] = a
 			}
-			a.Activations, a.Runs, a.AvailableRuns = a.Activations+f.Activations, a.Runs+f.Runs, a.AvailableRuns+f.AvailableRuns
+			a.Activations, a.Runs, a.AvailableRuns, a.SwarmRuns = a.Activations+f.Activations, a.Runs+f.Runs, a.AvailableRuns+f.AvailableRuns, a.SwarmRuns+f.SwarmRuns
 		}
 		for _, k := range p.Marks {
 			a := marks[k.Mark]
@@ -68,16 +83,22 @@ func MergeSoak(out string, dirs []string, parts []*SoakSummary) *SoakSummary {
 		}
 		for _, f := range p.Failures {
 			if f.Folder != "" {
-				if rel, err := filepath.Rel(out, filepath.Join(dirs[i], f.Folder)); err == nil {
-					f.Folder = filepath.ToSlash(rel)
-				}
+				f.Folder = relativeTo(out, filepath.Join(dirs[i], f.Folder))
+			}
+			if f.MinimalFolder != "" {
+				f.MinimalFolder = relativeTo(out, filepath.Join(dirs[i], f.MinimalFolder))
 			}
 			m.Failures = append(m.Failures, f)
 		}
 	}
 	m.WallSeconds = m.Finished.Sub(m.Started).Seconds()
-	if w := m.WallSeconds; w > 0 {
-		m.SeedsPerMinute, m.EventsPerWallSecond, m.Compression = float64(m.Totals.Runs)/w*60, float64(m.Totals.Events)/w, m.Totals.SimSeconds/w
+	m.rates()
+	m.Throughput = newSeries(m.WallSeconds)
+	for _, p := range parts {
+		off := p.Started.Sub(m.Started).Seconds()
+		for _, b := range p.Throughput {
+			spread(m.Throughput, off+b.StartSeconds, off+b.StartSeconds+b.Seconds, float64(b.Events), b.SimSeconds, b.Runs)
+		}
 	}
 	for _, s := range scen { //det:sorted (sorted next)
 		m.Scenarios = append(m.Scenarios, *s)

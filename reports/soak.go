@@ -3,14 +3,13 @@ package reports
 import (
 	"encoding/json"
 	"fmt"
-	"html/template"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/rbee-sim/rbee-sim/scenario"
@@ -25,6 +24,18 @@ type SoakFlags struct {
 	BaseSeed uint64 `json:"base_seed"`
 	Shard    string `json:"shard"`
 	Out      string `json:"out"`
+	// Swarm says each run enabled a random subset of its scenario's fault kinds.
+	Swarm bool `json:"swarm"`
+	// Liveness is the share of runs in liveness mode.
+	Liveness float64 `json:"liveness"`
+	// ShrinkBudget is the most runs spent shrinking each failure; 0: failures not shrunk.
+	ShrinkBudget int `json:"shrink_budget"`
+	// Canary is the canary report included (rbee-sim canary's canary.json), if any.
+	Canary string `json:"canary,omitempty"`
+	// Plants are the planted bugs switched on in every run (a soak that must fail).
+	Plants []string `json:"plants,omitempty"`
+	// Command is the command line, as given.
+	Command []string `json:"command,omitempty"`
 }
 
 // SoakTotals count every run of a soak. Failed and Invalid are disjoint: a run is invalid when
@@ -39,18 +50,23 @@ type SoakTotals struct {
 	// RunWallSeconds is the wall time of the runs added up (more than the soak's wall time
 	// when runs were parallel).
 	RunWallSeconds float64 `json:"run_wall_seconds"`
+	// SwarmRuns ran a swarm of their scenario's fault kinds; LivenessRuns were in liveness
+	// mode (the faults stopped at a random point).
+	SwarmRuns    int `json:"swarm_runs"`
+	LivenessRuns int `json:"liveness_runs"`
 }
 
 // SoakScenario is one scenario's share of a soak.
 type SoakScenario struct {
-	ID          string  `json:"id"`
-	Runs        int     `json:"runs"`
-	Passed      int     `json:"passed"`
-	Failed      int     `json:"failed"`
-	Invalid     int     `json:"invalid"`
-	Events      uint64  `json:"events"`
-	SimSeconds  float64 `json:"sim_seconds"`
-	WallSeconds float64 `json:"wall_seconds"`
+	ID           string  `json:"id"`
+	Runs         int     `json:"runs"`
+	Passed       int     `json:"passed"`
+	Failed       int     `json:"failed"`
+	Invalid      int     `json:"invalid"`
+	Events       uint64  `json:"events"`
+	SimSeconds   float64 `json:"sim_seconds"`
+	WallSeconds  float64 `json:"wall_seconds"`
+	LivenessRuns int     `json:"liveness_runs"`
 }
 
 // SoakFault is how often one fault kind fired.
@@ -60,6 +76,8 @@ type SoakFault struct {
 	Runs        int    `json:"runs"`
 	// AvailableRuns counts the runs whose scenario could draw this kind.
 	AvailableRuns int `json:"available_runs"`
+	// SwarmRuns counts the runs whose swarm enabled this kind.
+	SwarmRuns int `json:"swarm_runs"`
 }
 
 // SoakMark is how often one coverage mark was reached.
@@ -80,12 +98,77 @@ type SoakFailure struct {
 	Stage    string `json:"stage"`
 	Checker  string `json:"checker"`
 	Detail   string `json:"detail"`
-	// Folder is the failure folder, relative to the soak's folder ("" if it could not be written).
-	Folder  string `json:"folder"`
-	History bool   `json:"history_html"`
-	Replay  string `json:"replay"`
+	// Variant is how the soak varied the scenario (swarm, liveness stop); nil when it did not.
+	Variant *scenario.Variant `json:"variant,omitempty"`
+	// Folder is the failure folder, relative to the soak's folder ("" if it could not be
+	// written); Files are the files in it (scenario.json, README.txt, timeline.html,
+	// history.html, trace.jsonl, result.json).
+	Folder  string   `json:"folder"`
+	Files   []string `json:"files,omitempty"`
+	History bool     `json:"history_html"`
+	Replay  string   `json:"replay"`
 	// TraceHash lets a replay be checked against the run.
 	TraceHash string `json:"trace_hash"`
+	// Shrunk gives the original and minimal sizes when the soak shrank the failure;
+	// MinimalFolder (relative to the soak's folder), MinimalFiles and MinimalReplay are the
+	// minimal scenario's folder, its files and its replay command. ShrinkProblem says why a
+	// failure was not shrunk.
+	Shrunk        *scenario.ShrinkStats `json:"shrunk,omitempty"`
+	MinimalFolder string                `json:"minimal_folder,omitempty"`
+	MinimalFiles  []string              `json:"minimal_files,omitempty"`
+	MinimalReplay string                `json:"minimal_replay,omitempty"`
+	ShrinkProblem string                `json:"shrink_problem,omitempty"`
+}
+
+// SoakBin is one bin of the histogram of run durations: the runs whose simulation took from
+// FromSeconds up to ToSeconds of wall time (the last bin has no ToSeconds).
+type SoakBin struct {
+	FromSeconds float64 `json:"from_seconds"`
+	ToSeconds   float64 `json:"to_seconds,omitempty"`
+	Runs        int     `json:"runs"`
+}
+
+// runBinEdges are the bins' lower edges, in seconds.
+var runBinEdges = []float64{0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500}
+
+func newRunBins() []SoakBin {
+	bins := make([]SoakBin, len(runBinEdges))
+	for i, e := range runBinEdges {
+		bins[i].FromSeconds = e
+		if i+1 < len(runBinEdges) {
+			bins[i].ToSeconds = runBinEdges[i+1]
+		}
+	}
+	return bins
+}
+
+func runBin(seconds float64) int {
+	i := sort.SearchFloat64s(runBinEdges, seconds)
+	if i < len(runBinEdges) && runBinEdges[i] == seconds {
+		return i
+	}
+	return max(i-1, 0)
+}
+
+// SoakSample is one bucket of the soak's wall time: the work done in it.
+type SoakSample struct {
+	// StartSeconds is the bucket's start after the soak's; Seconds its length (the last
+	// bucket may be shorter).
+	StartSeconds float64 `json:"start_seconds"`
+	Seconds      float64 `json:"seconds"`
+	// Runs finished in the bucket; Events and SimSeconds are the runs' events and simulated
+	// seconds, each run's spread evenly over its wall time.
+	Runs       int     `json:"runs"`
+	Events     uint64  `json:"events"`
+	SimSeconds float64 `json:"sim_seconds"`
+}
+
+// EventsPerSecond is the bucket's rate.
+func (s SoakSample) EventsPerSecond() float64 {
+	if s.Seconds <= 0 {
+		return 0
+	}
+	return float64(s.Events) / s.Seconds
 }
 
 // SoakSummary is summary.json.
@@ -106,10 +189,43 @@ type SoakSummary struct {
 	Faults              []SoakFault    `json:"fault_kinds"`
 	Marks               []SoakMark     `json:"coverage_marks"`
 	Failures            []SoakFailure  `json:"failures"`
+	// RunSeconds is the histogram of the runs' wall times.
+	RunSeconds []SoakBin `json:"run_seconds_histogram"`
+	// Throughput is the work done over the soak's wall time, in buckets.
+	Throughput []SoakSample `json:"throughput"`
+	// Canary is the canary's report, when the soak or the merge included one.
+	Canary *CanaryReport `json:"canary,omitempty"`
 }
 
-// Passed says every run of the soak passed.
-func (s *SoakSummary) Passed() bool { return s.Totals.Failed == 0 && s.Totals.Invalid == 0 }
+// RunsPassed says every run of the soak passed.
+func (s *SoakSummary) RunsPassed() bool { return s.Totals.Failed == 0 && s.Totals.Invalid == 0 }
+
+// Passed says every run of the soak passed and the canary, if included, caught every plant.
+func (s *SoakSummary) Passed() bool { return s.RunsPassed() && (s.Canary == nil || s.Canary.CaughtAll) }
+
+// SoakRun is one run of a soak, as the collector counts it.
+type SoakRun struct {
+	Scenario scenario.Scenario
+	Result   *scenario.Result
+	// Available are the fault kinds its scenario could draw (Entry.AvailableKinds).
+	Available []string
+	Variant   scenario.Variant
+	// Started and Finished are the wall times of the run's simulation; zero leaves the run
+	// out of the throughput series.
+	Started, Finished time.Time
+	// Shrunk, MinimalFile (the minimal scenario's scenario.json) and ShrinkProblem describe
+	// the soak's shrink of a failing run.
+	Shrunk        *scenario.ShrinkStats
+	MinimalFile   string
+	ShrinkProblem string
+}
+
+// span is a run's wall time and work, for the throughput series.
+type span struct {
+	start, end time.Time
+	events     uint64
+	sim        float64
+}
 
 // SoakCollector adds runs up into a SoakSummary. It is not safe for concurrent use.
 type SoakCollector struct {
@@ -120,12 +236,15 @@ type SoakCollector struct {
 	marks     map[string]*SoakMark
 	totals    SoakTotals
 	failures  []SoakFailure
+	bins      []SoakBin
+	spans     []span
 }
 
 // NewSoakCollector collects runs of the scenarios ids (listed even if they never run); root is
 // the soak's folder, which failure folders are named relative to.
 func NewSoakCollector(root string, ids []string) *SoakCollector {
-	c := &SoakCollector{root: root, scenarios: map[string]*SoakScenario{}, faults: map[string]*SoakFault{}, marks: map[string]*SoakMark{}}
+	c := &SoakCollector{root: root, scenarios: map[string]*SoakScenario{}, faults: map[string]*SoakFault{}, marks: map[string]*SoakMark{},
+		bins: newRunBins()}
 	for _, id := range ids {
 		c.scenario(id)
 	}
@@ -151,10 +270,16 @@ func (c *SoakCollector) fault(kind string) *SoakFault {
 	return f
 }
 
-// Add counts one run. available are the fault kinds its scenario could draw
-// (Entry.AvailableKinds). A failing run's res.FailureFile names its failure folder's
-// scenario.json (reports.WriteFolder sets it).
+// Add counts one run of an unvaried scenario. available are the fault kinds its scenario
+// could draw (Entry.AvailableKinds). A failing run's res.FailureFile names its failure
+// folder's scenario.json (reports.WriteFolder sets it).
 func (c *SoakCollector) Add(sc scenario.Scenario, res *scenario.Result, available []string) {
+	c.AddRun(SoakRun{Scenario: sc, Result: res, Available: available})
+}
+
+// AddRun counts one run.
+func (c *SoakCollector) AddRun(r SoakRun) {
+	sc, res := r.Scenario, r.Result
 	s := c.scenario(sc.ID)
 	s.Runs++
 	s.Events += res.Events
@@ -164,18 +289,32 @@ func (c *SoakCollector) Add(sc scenario.Scenario, res *scenario.Result, availabl
 	c.totals.Events += res.Events
 	c.totals.SimSeconds += res.SimSeconds
 	c.totals.RunWallSeconds += res.WallSeconds
-	for _, k := range available {
+	c.bins[runBin(res.WallSeconds)].Runs++
+	if !r.Started.IsZero() && !r.Finished.IsZero() {
+		c.spans = append(c.spans, span{r.Started, r.Finished, res.Events, res.SimSeconds})
+	}
+	if len(r.Variant.Swarm) > 0 {
+		c.totals.SwarmRuns++
+	}
+	if r.Variant.Liveness() {
+		c.totals.LivenessRuns++
+		s.LivenessRuns++
+	}
+	for _, k := range r.Available {
 		c.fault(k).AvailableRuns++
 	}
-	for k, n := range res.Faults {
-		if n > 0 {
+	for _, k := range r.Variant.Swarm {
+		c.fault(k.Kind).SwarmRuns++
+	}
+	for _, k := range sortedKeys(res.Faults) {
+		if n := res.Faults[k]; n > 0 {
 			f := c.fault(k)
 			f.Activations += n
 			f.Runs++
 		}
 	}
-	for m, n := range res.Marks {
-		if n > 0 {
+	for _, m := range sortedKeys(res.Marks) {
+		if n := res.Marks[m]; n > 0 {
 			mk, ok := c.marks[m]
 			if !ok {
 				mk = &SoakMark{Mark: m}
@@ -190,7 +329,11 @@ func (c *SoakCollector) Add(sc scenario.Scenario, res *scenario.Result, availabl
 		c.totals.Passed++
 		return
 	}
-	f := SoakFailure{Scenario: sc.ID, Seed: sc.Seed, TraceHash: res.TraceHash}
+	f := SoakFailure{Scenario: sc.ID, Seed: sc.Seed, TraceHash: res.TraceHash, ShrinkProblem: r.ShrinkProblem}
+	if len(r.Variant.Swarm) > 0 || r.Variant.Liveness() {
+		v := r.Variant
+		f.Variant = &v
+	}
 	if first := res.FirstFailure(); first != nil {
 		f.Stage, f.Checker, f.Detail = first.Stage, first.Name, first.Detail
 	}
@@ -204,17 +347,40 @@ func (c *SoakCollector) Add(sc scenario.Scenario, res *scenario.Result, availabl
 	}
 	if res.FailureFile != "" {
 		dir := filepath.Dir(res.FailureFile)
-		if rel, err := filepath.Rel(c.root, dir); err == nil {
-			f.Folder = filepath.ToSlash(rel)
-		} else {
-			f.Folder = filepath.ToSlash(dir)
-		}
-		if _, err := os.Stat(filepath.Join(dir, "history.html")); err == nil {
-			f.History = true
-		}
+		f.Folder, f.Files = relativeTo(c.root, dir), folderFiles(dir)
+		f.History = slices.Contains(f.Files, "history.html")
 		f.Replay = ReplayCommand(sc, res.FailureFile)
 	}
+	if r.Shrunk != nil && r.MinimalFile != "" {
+		st := *r.Shrunk
+		dir := filepath.Dir(r.MinimalFile)
+		f.Shrunk, f.MinimalFolder, f.MinimalFiles = &st, relativeTo(c.root, dir), folderFiles(dir)
+		f.MinimalReplay = ReplayCommand(sc, r.MinimalFile)
+	}
 	c.failures = append(c.failures, f)
+}
+
+// reportFiles are the files of a failure folder that the report links, in this order.
+var reportFiles = []string{"README.txt", "scenario.json", "timeline.html", "history.html", "trace.jsonl", "result.json"}
+
+// folderFiles are the report files present in dir.
+func folderFiles(dir string) []string {
+	var out []string
+	for _, name := range reportFiles {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m { //det:sorted (sorted next)
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // Summary is what was collected, for a soak that ran from started to finished. Its lists are
@@ -223,23 +389,18 @@ func (c *SoakCollector) Summary(flags SoakFlags, started, finished time.Time) *S
 	s := &SoakSummary{Started: started.UTC(), Finished: finished.UTC(), WallSeconds: finished.Sub(started).Seconds(),
 		GoVersion: runtime.Version(), GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, Revision: vcsRevision(),
 		Flags: flags, Totals: c.totals, Scenarios: []SoakScenario{}, Faults: []SoakFault{}, Marks: []SoakMark{},
-		Failures: append([]SoakFailure{}, c.failures...)}
-	if wall := s.WallSeconds; wall > 0 {
-		s.SeedsPerMinute = float64(s.Totals.Runs) / wall * 60
-		s.EventsPerWallSecond = float64(s.Totals.Events) / wall
-		s.Compression = s.Totals.SimSeconds / wall
-	}
+		Failures: append([]SoakFailure{}, c.failures...), RunSeconds: slices.Clone(c.bins)}
+	s.rates()
 	ids := append([]string{}, c.order...)
 	sort.Strings(ids)
 	for _, id := range ids {
 		s.Scenarios = append(s.Scenarios, *c.scenarios[id])
 	}
-	for _, f := range c.faults {
-		s.Faults = append(s.Faults, *f)
+	for _, k := range sortedKeys(c.faults) {
+		s.Faults = append(s.Faults, *c.faults[k])
 	}
-	sort.Slice(s.Faults, func(i, j int) bool { return s.Faults[i].Kind < s.Faults[j].Kind })
-	for _, m := range c.marks {
-		s.Marks = append(s.Marks, *m)
+	for _, m := range sortedKeys(c.marks) {
+		s.Marks = append(s.Marks, *c.marks[m])
 	}
 	for _, d := range scenario.DeclaredMarks {
 		if _, hit := c.marks[d]; !hit {
@@ -251,7 +412,82 @@ func (c *SoakCollector) Summary(flags SoakFlags, started, finished time.Time) *S
 	}
 	sort.Slice(s.Marks, func(i, j int) bool { return s.Marks[i].Mark < s.Marks[j].Mark })
 	sortFailures(s.Failures)
+	s.Throughput = newSeries(s.WallSeconds)
+	for _, sp := range c.spans {
+		spread(s.Throughput, sp.start.Sub(started).Seconds(), sp.end.Sub(started).Seconds(), float64(sp.events), sp.sim, 1)
+	}
 	return s
+}
+
+// rates sets the per-wall-time rates from the totals.
+func (s *SoakSummary) rates() {
+	s.SeedsPerMinute, s.EventsPerWallSecond, s.Compression = 0, 0, 0
+	if wall := s.WallSeconds; wall > 0 {
+		s.SeedsPerMinute = float64(s.Totals.Runs) / wall * 60
+		s.EventsPerWallSecond = float64(s.Totals.Events) / wall
+		s.Compression = s.Totals.SimSeconds / wall
+	}
+}
+
+// seriesWidths are the bucket widths of the throughput series, in seconds: the first that
+// gives at most seriesBuckets buckets.
+var seriesWidths = []float64{1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400}
+
+const seriesBuckets = 120
+
+// newSeries lays out empty buckets over wall seconds.
+func newSeries(wall float64) []SoakSample {
+	if wall <= 0 {
+		return []SoakSample{}
+	}
+	w := seriesWidths[len(seriesWidths)-1]
+	for _, c := range seriesWidths {
+		if wall/c <= seriesBuckets {
+			w = c
+			break
+		}
+	}
+	n := int(math.Ceil(wall / w))
+	out := make([]SoakSample, n)
+	for i := range out {
+		out[i].StartSeconds = float64(i) * w
+		out[i].Seconds = min(w, wall-out[i].StartSeconds)
+	}
+	return out
+}
+
+// spread adds work done from a to b (seconds after the series' start) to the buckets it
+// overlaps, in proportion, and runs to the bucket where it ended.
+func spread(series []SoakSample, a, b, events, sim float64, runs int) {
+	n := len(series)
+	if n == 0 {
+		return
+	}
+	end := series[n-1].StartSeconds + series[n-1].Seconds
+	a, b = min(max(a, 0), end), min(max(b, a, 0), end)
+	bucket := func(t float64) int {
+		for i, bk := range series {
+			if t < bk.StartSeconds+bk.Seconds {
+				return i
+			}
+		}
+		return n - 1
+	}
+	series[bucket(b)].Runs += runs
+	if b <= a {
+		k := bucket(a)
+		series[k].Events += uint64(math.Round(events))
+		series[k].SimSeconds += sim
+		return
+	}
+	for i := range series {
+		bk := &series[i]
+		if lo, hi := max(a, bk.StartSeconds), min(b, bk.StartSeconds+bk.Seconds); hi > lo {
+			share := (hi - lo) / (b - a)
+			bk.Events += uint64(math.Round(events * share))
+			bk.SimSeconds += sim * share
+		}
+	}
 }
 
 // vcsRevision is the commit the binary was built from, or "unknown" (go run and go test do not
@@ -299,121 +535,6 @@ func WriteSoak(dir string, s *SoakSummary) error {
 	}
 	return f.Close()
 }
-
-// soakView is what index.html shows, with the chart laid out.
-type soakView struct {
-	S       *SoakSummary
-	Verdict string
-	OK      bool
-	Bars    []soakBar
-	ChartH  int
-}
-
-type soakBar struct {
-	Label string
-	Value string
-	Y     int
-	W     float64
-	Bad   bool
-}
-
-const chartWidth = 460.0
-
-func newSoakView(s *SoakSummary) soakView {
-	v := soakView{S: s, OK: s.Passed()}
-	t := s.Totals
-	switch {
-	case t.Runs == 0:
-		v.Verdict, v.OK = "NOTHING RAN: no run finished", false
-	case v.OK:
-		v.Verdict = fmt.Sprintf("PASSED: all %d runs passed", t.Runs)
-	default:
-		v.Verdict = fmt.Sprintf("FAILED: %d of %d runs failed and %d were invalid", t.Failed, t.Runs, t.Invalid)
-	}
-	most := 0.0
-	for _, sc := range s.Scenarios {
-		most = max(most, sc.WallSeconds)
-	}
-	for i, sc := range s.Scenarios {
-		b := soakBar{Label: sc.ID, Value: fmt.Sprintf("%.1fs, %d runs", sc.WallSeconds, sc.Runs), Y: i * 18, Bad: sc.Failed+sc.Invalid > 0}
-		if most > 0 {
-			b.W = sc.WallSeconds / most * chartWidth
-		}
-		v.Bars = append(v.Bars, b)
-	}
-	v.ChartH = len(v.Bars)*18 + 4
-	return v
-}
-
-var soakPage = template.Must(template.New("soak").Funcs(template.FuncMap{
-	"f0":   func(x float64) string { return fmt.Sprintf("%.0f", x) },
-	"f1":   func(x float64) string { return fmt.Sprintf("%.1f", x) },
-	"f2":   func(x float64) string { return fmt.Sprintf("%.2f", x) },
-	"add":  func(a, b int) int { return a + b },
-	"time": func(t time.Time) string { return t.Format(time.RFC3339) },
-	"short": func(s string) string {
-		if len(s) > 300 {
-			return s[:300] + "…"
-		}
-		return s
-	},
-	"join": strings.Join,
-}).Parse(`<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>rbee-sim soak: {{.Verdict}}</title>
-<style>
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;max-width:1100px}
-h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em}
-.verdict{font-size:1.3em;font-weight:bold;padding:.5em .8em;border-radius:4px}
-.ok{background:#e3f6e3;color:#135d13}.bad{background:#fde2e2;color:#8a1010}
-table{border-collapse:collapse;margin:.4em 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:right}
-th{background:#f4f4f4}td.l,th.l{text-align:left}tr.bad td{background:#fdecec}td.zero{color:#b00}
-code{font-size:12px;background:#f6f6f6;padding:1px 3px}.meta{color:#666}
-</style></head><body>
-<h1>rbee-sim soak</h1>
-<p class="verdict {{if .OK}}ok{{else}}bad{{end}}">{{.Verdict}}</p>
-<table>
-<tr><th class="l">runs</th><td>{{.S.Totals.Runs}}</td><th class="l">passed</th><td>{{.S.Totals.Passed}}</td><th class="l">failed</th><td>{{.S.Totals.Failed}}</td><th class="l">invalid</th><td>{{.S.Totals.Invalid}}</td></tr>
-<tr><th class="l">events</th><td>{{.S.Totals.Events}}</td><th class="l">simulated seconds</th><td>{{f0 .S.Totals.SimSeconds}}</td><th class="l">wall seconds</th><td>{{f1 .S.WallSeconds}}</td><th class="l">seeds/minute</th><td>{{f0 .S.SeedsPerMinute}}</td></tr>
-<tr><th class="l">events/s</th><td>{{f0 .S.EventsPerWallSecond}}</td><th class="l">time compression</th><td>{{f0 .S.Compression}}x</td><th class="l">scenarios</th><td>{{len .S.Scenarios}}</td><th class="l">failure folders</th><td>{{len .S.Failures}}</td></tr>
-</table>
-<p class="meta">{{time .S.Started}} to {{time .S.Finished}} · {{.S.GoVersion}} {{.S.GOOS}}/{{.S.GOARCH}} · revision {{.S.Revision}} ·
-flags: scenario <code>{{.S.Flags.Scenario}}</code>{{if .S.Flags.Duration}} duration {{.S.Flags.Duration}}{{else}} seeds {{.S.Flags.Seeds}}{{end}} base seed {{.S.Flags.BaseSeed}} shard {{.S.Flags.Shard}} parallel {{.S.Flags.Parallel}}</p>
-
-<h2>Failures</h2>
-{{if .S.Failures}}<table>
-<tr><th class="l">scenario</th><th>seed</th><th class="l">verdict</th><th class="l">first failing checker</th><th class="l">files</th></tr>
-{{range .S.Failures}}<tr class="bad"><td class="l">{{.Scenario}}</td><td>{{.Seed}}</td><td class="l">{{if .Invalid}}invalid{{else}}FAILED{{end}}</td>
-<td class="l">[{{.Stage}}] {{.Checker}}: {{short .Detail}}{{if .Replay}}<br><code>{{.Replay}}</code>{{end}}</td>
-<td class="l">{{if .Folder}}<a href="{{.Folder}}/README.txt">README.txt</a> <a href="{{.Folder}}/trace.jsonl">trace.jsonl</a>{{if .History}} <a href="{{.Folder}}/history.html">history.html</a>{{end}}{{else}}not written{{end}}</td></tr>
-{{end}}</table>{{else}}<p>None.</p>{{end}}
-
-<h2>Scenarios</h2>
-<table>
-<tr><th class="l">scenario</th><th>runs</th><th>passed</th><th>failed</th><th>invalid</th><th>events</th><th>simulated s</th><th>wall s</th></tr>
-{{range .S.Scenarios}}<tr{{if or .Failed .Invalid}} class="bad"{{end}}><td class="l">{{.ID}}</td><td{{if not .Runs}} class="zero"{{end}}>{{.Runs}}</td><td>{{.Passed}}</td><td>{{.Failed}}</td><td>{{.Invalid}}</td><td>{{.Events}}</td><td>{{f0 .SimSeconds}}</td><td>{{f2 .WallSeconds}}</td></tr>
-{{end}}</table>
-
-<h2>Wall seconds per scenario</h2>
-<svg width="980" height="{{.ChartH}}" role="img" aria-label="wall seconds per scenario">
-{{range .Bars}}<text x="250" y="{{add .Y 13}}" font-size="12" text-anchor="end">{{.Label}}</text>
-<rect x="256" y="{{add .Y 2}}" width="{{f1 .W}}" height="14" fill="{{if .Bad}}#d33{{else}}#4a8{{end}}"></rect>
-<text x="{{f0 .W}}" dx="262" y="{{add .Y 13}}" font-size="11" fill="#555">{{.Value}}</text>
-{{end}}</svg>
-
-<h2>Fault kinds</h2>
-<table>
-<tr><th class="l">kind</th><th>activations</th><th>runs it fired in</th><th>runs that could draw it</th></tr>
-{{range .S.Faults}}<tr><td class="l">{{.Kind}}</td><td{{if not .Activations}} class="zero"{{end}}>{{.Activations}}</td><td>{{.Runs}}</td><td>{{.AvailableRuns}}</td></tr>
-{{end}}</table>
-
-<h2>Coverage marks</h2>
-{{if .S.Marks}}<table>
-<tr><th class="l">mark</th><th>declared</th><th>runs</th><th>hits</th></tr>
-{{range .S.Marks}}<tr><td class="l">{{.Mark}}</td><td>{{if .Declared}}{{if .Hits}}yes{{else}}<b>NOT REACHED</b>{{end}}{{end}}</td><td>{{.Runs}}</td><td>{{.Hits}}</td></tr>
-{{end}}</table>{{else}}<p>No coverage mark was reached.</p>{{end}}
-</body></html>
-`))
 
 // sortFailures orders failures by scenario, then seed.
 func sortFailures(fs []SoakFailure) {
