@@ -1,15 +1,19 @@
 package reports
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/rbee-sim/rbee-sim/scenario"
@@ -490,8 +494,9 @@ func spread(series []SoakSample, a, b, events, sim float64, runs int) {
 	}
 }
 
-// vcsRevision is the commit the binary was built from, or "unknown" (go run and go test do not
-// always record it).
+// vcsRevision is the commit the binary was built from, else the commit of the git checkout
+// it runs in (go run and builds with -buildvcs=false record none), else "unknown"; "+modified"
+// marks a tree with uncommitted changes.
 func vcsRevision() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		rev, modified := "", false
@@ -510,7 +515,17 @@ func vcsRevision() string {
 			return rev
 		}
 	}
-	return "unknown"
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "git", "rev-parse", "HEAD").Output()
+	rev := strings.TrimSpace(string(out))
+	if err != nil || rev == "" {
+		return "unknown"
+	}
+	if st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+		rev += "+modified"
+	}
+	return rev + " (from the checkout)"
 }
 
 // WriteSoak writes summary.json and index.html into dir.
