@@ -85,7 +85,7 @@ func run(args []string) int {
 	fs.StringVar(&s.hubURL, "hub-url", hub.DefaultBaseURL, "the model hub (HF_TOKEN is sent when set)")
 	fs.DurationVar(&s.heartbeat, "heartbeat", 15*time.Second, "heartbeat interval to the queen")
 	fs.DurationVar(&s.retry, "retry", time.Second, "how long an unanswered registry request waits before it is resent")
-	fs.DurationVar(&s.statusTTL, "status-timeout", 15*time.Second, "a worker silent this long is counted dead")
+	fs.DurationVar(&s.statusTTL, "status-timeout", 15*time.Second, "a worker silent this long is counted dead (more than the 5s between a worker's status reports)")
 	fs.DurationVar(&s.loadTimeout, "load-timeout", 30*time.Second, "a worker not ready after this long is killed and respawned")
 	fs.DurationVar(&s.idleTimeout, "idle-timeout", 0, "stop workers idle this long (0: never)")
 	fs.DurationVar(&s.stopGrace, "stop-grace", 10*time.Second, "how long a stopping worker has before it is killed")

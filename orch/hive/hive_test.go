@@ -636,6 +636,9 @@ func TestConfigValidate(t *testing.T) {
 		{"no capability", func(c *Config) { c.Workers[0].Capability = "" }, "capability"},
 		{"zero slots", func(c *Config) { c.Workers[0].Slots = 0 }, "slots"},
 		{"too many slots", func(c *Config) { c.Workers[0].Slots = 1025 }, "slots"},
+		{"status timeout within the status interval", func(c *Config) {
+			c.WorkerProcesses, c.WorkerStatusTimeout = true, 3*time.Second
+		}, "WorkerStatusTimeout"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

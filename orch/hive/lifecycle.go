@@ -156,6 +156,11 @@ func (c Config) validateLifecycle() []string {
 	if c.BasePort < 0 || c.BasePort > portMax {
 		errs = append(errs, fmt.Sprintf("BasePort %d is not a TCP port (1 to %d; 0 means 9300)", c.BasePort, portMax))
 	}
+	// A worker process reports its status every StatusInterval (no flag changes it): a status
+	// timeout not above that counts every idle worker dead between two of its reports.
+	if every := llmworker.DefaultConfig().StatusInterval; c.WorkerProcesses && c.WorkerStatusTimeout != 0 && c.WorkerStatusTimeout <= every {
+		errs = append(errs, fmt.Sprintf("WorkerStatusTimeout %v must be longer than the %v between a worker's status reports, or every idle worker is counted dead and removed from the registry between two reports", c.WorkerStatusTimeout, every))
+	}
 	if c.ProcessTable == "" {
 		return errs
 	}
