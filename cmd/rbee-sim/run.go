@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/rbee-sim/rbee-sim/orch/plant"
 	"github.com/rbee-sim/rbee-sim/reports"
@@ -38,6 +39,10 @@ type runFlags struct {
 	plants      string
 	out         string
 	parallel    int
+	// Real mode (--mode real): see realrun.
+	mode          string
+	binDir        string
+	chaos, settle time.Duration
 }
 
 func parseRunFlags(args []string) (runFlags, error) {
@@ -52,6 +57,10 @@ func parseRunFlags(args []string) (runFlags, error) {
 	fs.StringVar(&f.plants, "plant", "", "switch on planted bugs, comma-separated (needs -tags plant)")
 	fs.StringVar(&f.out, "out", "rbee-sim-failures", "folder for failure reports")
 	fs.IntVar(&f.parallel, "parallel", runtime.GOMAXPROCS(0), "simulations to run at once")
+	fs.StringVar(&f.mode, "mode", "sim", "sim: the deterministic simulator; real: real processes on 127.0.0.1 (one scenario, one seed)")
+	fs.StringVar(&f.binDir, "bin-dir", "", "real mode: the folder of the built rbee binaries (default: build them into the run folder)")
+	fs.DurationVar(&f.chaos, "chaos", 20*time.Second, "real mode: the longest chaos phase, in wall-clock time")
+	fs.DurationVar(&f.settle, "settle", 15*time.Second, "real mode: the longest settle phase, in wall-clock time")
 	if err := fs.Parse(args); err != nil {
 		return f, usageError{err.Error()}
 	}
@@ -63,6 +72,12 @@ func parseRunFlags(args []string) (runFlags, error) {
 	}
 	if f.parallel < 1 {
 		return f, usageError{"--parallel must be at least 1"}
+	}
+	if f.mode != "sim" && f.mode != "real" {
+		return f, usageError{fmt.Sprintf("--mode %q: want sim or real", f.mode)}
+	}
+	if f.mode == "real" && (f.determinism || f.trace != "" || f.plants != "") {
+		return f, usageError{"--check-determinism, --trace and --plant are for the simulator; a real run is not deterministic"}
 	}
 	return f, nil
 }
@@ -140,6 +155,12 @@ func cmdRun(args []string) error {
 	}
 	if f.trace != "" && len(jobs) != 1 {
 		return usageError{fmt.Sprintf("--trace writes one run's trace, but this selects %d runs; pick one scenario and one seed", len(jobs))}
+	}
+	if f.mode == "real" {
+		if len(jobs) != 1 {
+			return usageError{fmt.Sprintf("--mode real runs one scenario with one seed, but this selects %d runs; give --scenario ID --seed N", len(jobs))}
+		}
+		return runReal(jobs[0], f)
 	}
 	return runJobs(jobs, f)
 }

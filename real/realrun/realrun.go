@@ -1,0 +1,802 @@
+// Package realrun runs a scenario (the same JSON the simulator runs) against real OS
+// processes on this machine and judges the recorded history with the simulator's checkers:
+// `rbee-sim run --mode real`.
+//
+// Each queen and hive of the scenario is a real queen-rbee or rbee-hive process with its own
+// port, data folder, log and history file; each client (registry keeper, inference client) is
+// a node in a process of its own inside the harness (a real.Runtime with its own transport and
+// listener). Every process reaches every other through a TCP proxy of its own (real/chaos), so
+// the scenario's partitions cut exactly the links they name. Faults are injected for real:
+// crash-restart is SIGKILL and a restart, pause is SIGSTOP and SIGCONT, partitions are proxy
+// partitions, network delay and loss are proxy delay and resets. Fault kinds with no real
+// injector (clock, disk and power faults, duplication, reordering) are left out and listed in
+// the result, never silently dropped.
+//
+// A real run is not deterministic and runs in wall-clock time, so the scenario's chaos and
+// settle phases are capped (Options.Chaos, Options.Settle) and faults that start after the cap
+// are left out (and listed). The judge (scenario.JudgeRecorded) runs porcupine on the
+// wall-clock history, the registry monitors, the inference clients' streams against the exact
+// completions, and registry convergence at the end.
+package realrun
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/benbjohnson/clock"
+
+	"github.com/rbee-sim/rbee-sim/faults"
+	"github.com/rbee-sim/rbee-sim/orch/api"
+	"github.com/rbee-sim/rbee-sim/orch/keeper"
+	"github.com/rbee-sim/rbee-sim/orch/node"
+	"github.com/rbee-sim/rbee-sim/real/chaos"
+	"github.com/rbee-sim/rbee-sim/real/cluster"
+	"github.com/rbee-sim/rbee-sim/real/record"
+	"github.com/rbee-sim/rbee-sim/scenario"
+)
+
+// Options configure a real run.
+type Options struct {
+	// Bins holds the built binaries (cluster.Build).
+	Bins cluster.Bins
+	// Dir is the run's folder: data/, logs/, records/ and result.json go there. Required.
+	Dir string
+	// Chaos and Settle cap the scenario's phases in wall-clock time; zero means 20s and 15s.
+	Chaos, Settle time.Duration
+	// Heartbeat is the hives' heartbeat interval; zero means 2s (the simulator's 15s would
+	// need minutes of settling).
+	Heartbeat time.Duration
+	// Logger receives the harness's own logs; nil discards them.
+	Logger *slog.Logger
+	// Progress, when set, gets a line per step of the run (started, fault injected, ...).
+	Progress io.Writer
+}
+
+// Unsupported says why a scenario cannot run on real processes.
+type Unsupported struct{ Why []string }
+
+func (u Unsupported) Error() string {
+	return "this scenario cannot run on real processes yet: " + strings.Join(u.Why, "; ")
+}
+
+// Check says whether sc can run on real processes.
+func Check(sc scenario.Scenario) error {
+	var why []string
+	if sc.Hub != nil {
+		why = append(why, "it downloads from a simulated hub (real runs of downloads are the CI tests in real/cluster)")
+	}
+	if len(sc.Models) > 0 {
+		why = append(why, "it places model files on the machines before the start")
+	}
+	if len(sc.CatalogClients) > 0 {
+		why = append(why, "it has catalog clients")
+	}
+	for _, h := range sc.Hives {
+		switch {
+		case h.MissingBinary || h.WorkerVersion != "" || len(h.IgnoreTerm) > 0 || len(h.HeldPorts) > 0 || len(h.Started) > 0 || h.ShutdownAt > 0:
+			why = append(why, fmt.Sprintf("hive %s uses lifecycle set-ups (missing binary, versions, held ports, starts on request, shutdown)", h.Addr))
+		}
+	}
+	if len(sc.Drains) > 0 {
+		why = append(why, "it drains workers")
+	}
+	if len(sc.WorkerStarts) > 0 {
+		why = append(why, "it starts workers late")
+	}
+	if len(why) > 0 {
+		return Unsupported{Why: why}
+	}
+	return nil
+}
+
+// proc is one server process of the run (a queen or a hive).
+type proc struct {
+	addr node.Addr
+	p    *cluster.Proc
+	port int
+}
+
+// run is one real run in progress.
+type run struct {
+	sc    scenario.Scenario
+	o     Options
+	start time.Time
+	log   *slog.Logger
+
+	// endpoints: every process (server or client) by address, with its listening port.
+	ports   map[node.Addr]int
+	servers map[node.Addr]*proc
+	clients map[node.Addr]*cluster.Harness
+	writers []*record.Writer
+	proxies map[[2]node.Addr]*chaos.Proxy // [from, to] -> the proxy from's messages to to cross
+
+	mu       sync.Mutex
+	injected map[string]int
+	timeline []chaos.Event
+}
+
+// Run runs sc on real processes and judges it. The error is for runs that could not be set up
+// or torn down; a run that ran is judged in the Result (Passed false when a checker failed).
+func Run(ctx context.Context, sc scenario.Scenario, o Options) (scenario.Result, error) {
+	if err := Check(sc); err != nil {
+		return scenario.Result{}, err
+	}
+	if o.Dir == "" {
+		return scenario.Result{}, errors.New("realrun: Options.Dir is empty: give the run a folder")
+	}
+	if o.Chaos == 0 {
+		o.Chaos = 20 * time.Second
+	}
+	if o.Settle == 0 {
+		o.Settle = 15 * time.Second
+	}
+	if o.Heartbeat == 0 {
+		o.Heartbeat = 2 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	for _, d := range []string{"data", "logs", "records"} {
+		if err := os.MkdirAll(filepath.Join(o.Dir, d), 0o755); err != nil {
+			return scenario.Result{}, err
+		}
+	}
+	r := &run{sc: sc, o: o, log: o.Logger, ports: map[node.Addr]int{}, servers: map[node.Addr]*proc{},
+		clients: map[node.Addr]*cluster.Harness{}, proxies: map[[2]node.Addr]*chaos.Proxy{}, injected: map[string]int{}}
+	defer r.teardown()
+	if err := r.setUp(ctx); err != nil {
+		return scenario.Result{}, err
+	}
+	chaosFor := min(sc.Chaos, o.Chaos)
+	settleFor := min(sc.Settle, o.Settle)
+	steps, skipped := r.steps(chaosFor)
+	r.say("chaos phase: %v, %d faults (%d left out), the scenario's fault times scaled by %.3f", chaosFor, len(steps), len(skipped), r.scale(chaosFor))
+	cctx, cancel := context.WithTimeout(ctx, chaosFor)
+	tl, _ := chaos.Run(cctx, steps, clock.New()) // undoes every fault still on when it ends
+	<-cctx.Done()                                 // the chaos phase lasts its time, faults or not
+	cancel()
+	r.timeline = tl
+	r.healAll()
+	r.say("settle phase: %v", settleFor)
+	select {
+	case <-ctx.Done():
+		return scenario.Result{}, ctx.Err()
+	case <-time.After(settleFor):
+	}
+	rr := r.collect()
+	rr.Skipped = skipped
+	r.stopAll()
+	evs, err := r.readRecords()
+	if err != nil {
+		return scenario.Result{}, err
+	}
+	rr.Events = evs
+	rr.Wall = time.Since(r.start)
+	res := scenario.JudgeRecorded(sc, rr, scenario.Options{})
+	if err := r.writeResult(res, rr); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+func (r *run) say(format string, args ...any) {
+	if r.o.Progress != nil {
+		fmt.Fprintf(r.o.Progress, "%6.1fs  %s\n", time.Since(r.start).Seconds(), fmt.Sprintf(format, args...))
+	}
+}
+
+// addrs returns every process's address: the queen, the hives, the clients.
+func (r *run) addrs() []node.Addr {
+	out := []node.Addr{r.sc.Queen.Addr}
+	for _, h := range r.sc.Hives {
+		out = append(out, h.Addr)
+	}
+	out = append(out, r.clientAddrs()...)
+	return out
+}
+
+func (r *run) clientAddrs() []node.Addr {
+	var out []node.Addr
+	for _, c := range r.sc.Clients {
+		out = append(out, c.Addr)
+	}
+	for _, c := range r.sc.InferClients {
+		out = append(out, c.Addr)
+	}
+	return out
+}
+
+// setUp gives every process a port, puts a proxy on every link, and starts the queen, the
+// hives and the clients.
+func (r *run) setUp(ctx context.Context) error {
+	r.start = time.Now()
+	all := r.addrs()
+	for _, a := range all {
+		p, err := cluster.FreePort()
+		if err != nil {
+			return err
+		}
+		r.ports[a] = p
+	}
+	for _, from := range all {
+		for _, to := range all {
+			if from == to {
+				continue
+			}
+			px, err := chaos.NewProxyConfig(chaos.ProxyConfig{Target: "127.0.0.1:" + strconv.Itoa(r.ports[to]), Seed: r.sc.Seed})
+			if err != nil {
+				return fmt.Errorf("realrun: proxy %s -> %s: %w", from, to, err)
+			}
+			r.proxies[[2]node.Addr{from, to}] = px
+		}
+	}
+	if err := r.startQueen(ctx); err != nil {
+		return err
+	}
+	for _, h := range r.sc.Hives {
+		if err := r.startHive(ctx, h); err != nil {
+			return err
+		}
+	}
+	r.say("queen and %d hives up", len(r.sc.Hives))
+	if err := r.startClients(); err != nil {
+		return err
+	}
+	return r.startAllClients()
+}
+
+// peersOf are the static routes of a process: every other process through its proxy.
+func (r *run) peersOf(from node.Addr) []string {
+	var out []string
+	for _, to := range r.addrs() {
+		if to != from {
+			out = append(out, string(to)+"=http://"+r.proxies[[2]node.Addr{from, to}].Addr())
+		}
+	}
+	return out
+}
+
+func (r *run) peerMap(from node.Addr) map[node.Addr]string {
+	m := map[node.Addr]string{}
+	for _, p := range r.peersOf(from) {
+		a, u, _ := strings.Cut(p, "=")
+		m[node.Addr(a)] = u
+	}
+	return m
+}
+
+func (r *run) common(a node.Addr) []string {
+	args := []string{"--dev", "--listen", "127.0.0.1:" + strconv.Itoa(r.ports[a]),
+		"--data-dir", filepath.Join(r.o.Dir, "data"), "--record", filepath.Join(r.o.Dir, "records", string(a)+".jsonl"),
+		"--log-level", "debug"}
+	for _, p := range r.peersOf(a) {
+		args = append(args, "--peer", p)
+	}
+	return args
+}
+
+func (r *run) startQueen(ctx context.Context) error {
+	q := r.sc.Queen
+	args := append(r.common(q.Addr), "--addr", string(q.Addr), "--max-workers", strconv.Itoa(q.MaxWorkers))
+	if q.HeartbeatTimeout > 0 {
+		args = append(args, "--heartbeat-timeout", q.HeartbeatTimeout.String())
+	}
+	if q.StaleGrace > 0 {
+		args = append(args, "--stale-grace", q.StaleGrace.String())
+	}
+	return r.startServer(ctx, q.Addr, cluster.Queen, args)
+}
+
+func (r *run) startHive(ctx context.Context, h scenario.HiveSpec) error {
+	machine := h.Machine
+	if machine == "" {
+		machine = string(h.Addr)
+	}
+	queenURL := "http://" + r.proxies[[2]node.Addr{h.Addr, r.sc.Queen.Addr}].Addr()
+	args := append(r.common(h.Addr), "--addr", string(h.Addr), "--machine", machine, "--queen", string(r.sc.Queen.Addr),
+		"--queen-url", queenURL, "--heartbeat", r.o.Heartbeat.String(), "--catalog="+strconv.FormatBool(h.Catalog))
+	for _, w := range h.Workers {
+		args = append(args, "--worker", fmt.Sprintf("id=%s,model=%s,slots=%d,device=%s", w.ID, w.Model, w.Slots, w.Capability))
+	}
+	devs := make([]string, 0, len(h.DeviceMemory))
+	for d := range h.DeviceMemory {
+		devs = append(devs, d)
+	}
+	sort.Strings(devs)
+	for _, d := range devs {
+		args = append(args, "--device-memory", fmt.Sprintf("%s=%d", d, h.DeviceMemory[d]))
+	}
+	if !h.WorkerProcesses {
+		args = append(args, "--inline-workers")
+	} else {
+		// Worker processes are spawned by the hive (in the simulator the harness may start
+		// them itself; the workers are the same). The CPU engine runs at the scenario
+		// engine's decode rate and gives the same completions.
+		rate := 0.0
+		if r.sc.Engine != nil {
+			rate = r.sc.Engine.DecodeTokensPerSec
+		}
+		if rate == 0 {
+			rate = 40
+		}
+		args = append(args, "--engine", "cpu:"+strconv.FormatFloat(rate, 'f', -1, 64))
+		args = append(args, "--worker-binary", r.o.Bins.Path(cluster.Worker), "--eos-mean", strconv.Itoa(scenario.EngineEOSMean(r.sc)),
+			"--base-port", strconv.Itoa(20000+1000*len(r.servers)))
+		if h.IdleTimeout > 0 {
+			args = append(args, "--idle-timeout", h.IdleTimeout.String())
+		}
+	}
+	if err := r.startServer(ctx, h.Addr, cluster.Hive, args); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (r *run) startServer(ctx context.Context, a node.Addr, bin string, args []string) error {
+	p := &cluster.Proc{Name: string(a), Bin: r.o.Bins.Path(bin), Args: args,
+		URL: "http://127.0.0.1:" + strconv.Itoa(r.ports[a]), LogDir: filepath.Join(r.o.Dir, "logs")}
+	r.servers[a] = &proc{addr: a, p: p, port: r.ports[a]}
+	if err := p.Start(); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return p.WaitHealthy(wctx)
+}
+
+// startClients starts each client node in a harness process of its own, with its history
+// recorded.
+func (r *run) startClients() error {
+	for i, c := range r.sc.Clients {
+		kcfg := c.Keeper
+		if err := r.startClient(c.Addr, uint64(i), func() node.Node { return keeper.New(kcfg) }); err != nil {
+			return err
+		}
+	}
+	k := r.scale(min(r.sc.Chaos, r.o.Chaos))
+	for i, c := range r.sc.InferClients {
+		icfg := c.Client
+		// The requests keep their order and spacing, compressed as the faults are.
+		icfg.Requests = append([]keeper.InferSpec(nil), icfg.Requests...)
+		for j := range icfg.Requests {
+			icfg.Requests[j].At = time.Duration(float64(icfg.Requests[j].At) * k)
+		}
+		if err := r.startClient(c.Addr, uint64(1000+i), func() node.Node { return keeper.NewInferClient(icfg) }); err != nil {
+			return err
+		}
+	}
+	r.say("%d clients started", len(r.clientAddrs()))
+	return nil
+}
+
+func (r *run) startClient(a node.Addr, n uint64, mk func() node.Node) error {
+	w, err := record.Create(filepath.Join(r.o.Dir, "records", string(a)+".jsonl"))
+	if err != nil {
+		return err
+	}
+	r.writers = append(r.writers, w)
+	dir := filepath.Join(r.o.Dir, "data", "clients", string(a))
+	h, err := cluster.NewHarness(cluster.HarnessConfig{DataDir: dir, Peers: r.peerMap(a), Seed: r.sc.Seed*7919 + n,
+		Logger: r.log.With("client", a), Trace: w.Trace})
+	if err != nil {
+		return err
+	}
+	r.clients[a] = h
+	if err := h.RT.Add(a, string(a), mk); err != nil {
+		return err
+	}
+	// The client's own listener is where its proxies lead.
+	return r.retarget(a, h.URL)
+}
+
+// retarget points every proxy into a at the listener a really has (a harness picks its own
+// port).
+func (r *run) retarget(a node.Addr, url string) error {
+	for k, px := range r.proxies {
+		if k[1] == a {
+			px.Close()
+			np, err := chaos.NewProxyConfig(chaos.ProxyConfig{Listen: px.Addr(), Target: strings.TrimPrefix(url, "http://"), Seed: r.sc.Seed})
+			if err != nil {
+				return fmt.Errorf("realrun: proxy into %s: %w", a, err)
+			}
+			r.proxies[k] = np
+		}
+	}
+	return nil
+}
+
+// startAllClients starts the client nodes (after every proxy points at its listener).
+func (r *run) startAllClients() error {
+	for _, a := range r.clientAddrs() {
+		if err := r.clients[a].RT.StartAll(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// healAll ends the chaos phase: every proxy fault cleared, paused processes resumed, crashed
+// ones restarted.
+func (r *run) healAll() {
+	for _, px := range r.proxies {
+		px.Clear()
+	}
+	for _, a := range r.serverAddrs() {
+		s := r.servers[a]
+		if s.p.Running() {
+			s.p.Signal(syscall.SIGCONT) // a paused process resumes
+			continue
+		}
+		if err := s.p.Start(); err != nil {
+			r.log.Warn("cannot restart", "addr", a, "err", err)
+		}
+	}
+}
+
+func (r *run) serverAddrs() []node.Addr {
+	out := make([]node.Addr, 0, len(r.servers))
+	for a := range r.servers {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// collect reads what the judge needs off the clients and the queen, at the end of settling.
+func (r *run) collect() scenario.RealRun {
+	rr := scenario.RealRun{InferResults: map[node.Addr][]keeper.InferResult{}, Faults: r.injectedCopy(), Marks: map[string]int{}}
+	for _, c := range r.sc.Clients {
+		r.clients[c.Addr].RT.Inspect(c.Addr, func(n node.Node) { rr.Completed += n.(*keeper.Keeper).Stats().Completed })
+	}
+	for _, c := range r.sc.InferClients {
+		r.clients[c.Addr].RT.Inspect(c.Addr, func(n node.Node) { rr.InferResults[c.Addr] = n.(*keeper.InferClient).Results() })
+	}
+	var out struct {
+		Workers []api.WorkerRecord `json:"workers"`
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://127.0.0.1:" + strconv.Itoa(r.ports[r.sc.Queen.Addr]) + "/v1/workers")
+	if err == nil {
+		if resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&out) == nil {
+			rr.FinalWorkers, rr.HaveFinal = out.Workers, true
+		}
+		resp.Body.Close()
+	}
+	rr.WantWorkers = map[string]api.WorkerSpec{}
+	for _, h := range r.sc.Hives {
+		for _, w := range h.Workers {
+			rr.WantWorkers[w.ID] = w
+		}
+	}
+	if len(rr.WantWorkers) > r.sc.Queen.MaxWorkers {
+		rr.WantWorkers = nil // an overflowing registry holds some of them, by design
+	}
+	return rr
+}
+
+func (r *run) injectedCopy() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range r.injected {
+		out[k] = v
+	}
+	return out
+}
+
+// stopAll stops the clients, then the servers (SIGTERM, then SIGKILL after 10 s).
+func (r *run) stopAll() {
+	for _, a := range r.clientAddrs() {
+		if h := r.clients[a]; h != nil {
+			h.Close()
+		}
+	}
+	r.clients = map[node.Addr]*cluster.Harness{}
+	for _, w := range r.writers {
+		w.Close()
+	}
+	r.writers = nil
+	for _, a := range r.serverAddrs() {
+		r.servers[a].p.Stop(10 * time.Second)
+	}
+}
+
+// teardown releases everything, also after a failed set-up.
+func (r *run) teardown() {
+	r.stopAll()
+	for _, px := range r.proxies {
+		px.Close()
+	}
+}
+
+// readRecords merges every process's history, times relative to the start of the run.
+func (r *run) readRecords() ([]scenario.Recorded, error) {
+	files, err := filepath.Glob(filepath.Join(r.o.Dir, "records", "*.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	evs, err := record.ReadFiles(files...)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]scenario.Recorded, 0, len(evs))
+	for _, e := range evs {
+		out = append(out, scenario.Recorded{At: e.At.Sub(r.start), Kind: e.Kind, From: e.From, To: e.To, Msg: e.Msg, Obs: e.Obs})
+	}
+	return out, nil
+}
+
+// writeResult writes result.json (the verdict, the faults injected and left out, the
+// timeline) into the run folder, and porcupine's page when linearizability failed.
+func (r *run) writeResult(res scenario.Result, rr scenario.RealRun) error {
+	rr.Events = nil // they are in records/
+	out := resultFile{Mode: "real", Started: r.start.UnixNano(), Result: res, Skipped: rr.Skipped, Timeline: r.timeline,
+		Scenario: r.sc, Run: rr}
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(r.o.Dir, "result.json"), b, 0o644); err != nil {
+		return err
+	}
+	if res.LinearizabilityFailed() {
+		return res.WriteHistoryHTML(filepath.Join(r.o.Dir, "history.html"))
+	}
+	return nil
+}
+
+// resultFile is result.json.
+type resultFile struct {
+	Mode     string            `json:"mode"`
+	Started  int64             `json:"started_unix_ns"`
+	Result   scenario.Result   `json:"result"`
+	Skipped  []string          `json:"faults_left_out"`
+	Timeline []chaos.Event     `json:"fault_timeline"`
+	Scenario scenario.Scenario `json:"scenario"`
+	// Run is what the harness read off the clients and the queen (the events are in records/).
+	Run scenario.RealRun `json:"run"`
+}
+
+// JudgeDir judges a finished real run again from its folder (result.json and records/):
+// after a checker changed, or after a history file was edited to see a checker bite.
+func JudgeDir(dir string) (scenario.Result, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "result.json"))
+	if err != nil {
+		return scenario.Result{}, fmt.Errorf("realrun: %s is not the folder of a real run: %w", dir, err)
+	}
+	var rf resultFile
+	if err := json.Unmarshal(b, &rf); err != nil {
+		return scenario.Result{}, fmt.Errorf("realrun: %s/result.json: %w", dir, err)
+	}
+	r := &run{o: Options{Dir: dir}, start: time.Unix(0, rf.Started)}
+	evs, err := r.readRecords()
+	if err != nil {
+		return scenario.Result{}, err
+	}
+	rr := rf.Run
+	rr.Events = evs
+	return scenario.JudgeRecorded(rf.Scenario, rr, scenario.Options{}), nil
+}
+
+// faultKinds that have a real injector.
+var realKinds = map[string]bool{
+	"crash-restart": true, "pause": true, "partition-isolate": true, "partition-symmetric": true,
+	"partition-oneway": true, "partition-split": true, "net-delay": true, "net-loss": true,
+}
+
+// scale is the factor the scenario's fault times are multiplied by: a simulated chaos phase
+// of ten minutes runs in the real run's shorter one, with its faults in the same order and
+// proportions. 1 when the scenario's phase fits.
+func (r *run) scale(chaosFor time.Duration) float64 {
+	if r.sc.Chaos <= chaosFor {
+		return 1
+	}
+	return float64(chaosFor) / float64(r.sc.Chaos)
+}
+
+// steps turns the scenario's faults into wall-clock steps (their times scaled); the others
+// are returned as text.
+func (r *run) steps(chaosFor time.Duration) ([]chaos.Step, []string) {
+	var steps []chaos.Step
+	var skipped []string
+	k := r.scale(chaosFor)
+	for _, f := range r.sc.Faults {
+		desc := fmt.Sprintf("%s at %v", f.Kind, f.At)
+		f.At = time.Duration(float64(f.At) * k)
+		f.For = time.Duration(float64(f.For) * k)
+		switch {
+		case !realKinds[f.Kind]:
+			skipped = append(skipped, desc+" (no real injector)")
+			continue
+		case f.At >= chaosFor:
+			skipped = append(skipped, desc+fmt.Sprintf(" (after the real chaos phase of %v)", chaosFor))
+			continue
+		}
+		if s, ok := r.step(f); ok {
+			steps = append(steps, s)
+		} else {
+			skipped = append(skipped, desc+" (its target is not a process of this run)")
+		}
+	}
+	return steps, skipped
+}
+
+// step maps one fault to a step; ok is false when its targets are not processes of the run.
+func (r *run) step(f faults.Fault) (chaos.Step, bool) {
+	name := fmt.Sprintf("%s %v", f.Kind, f.Targets)
+	s := chaos.Step{At: f.At, For: f.For, Name: name}
+	count := func() {
+		r.mu.Lock()
+		r.injected[f.Kind]++
+		r.mu.Unlock()
+		r.say("fault: %s for %v", name, f.For)
+	}
+	switch f.Kind {
+	case "crash-restart", "pause":
+		sv := r.servers[f.Targets[0]]
+		if sv == nil && f.Kind == "crash-restart" && r.isWorker(f.Targets[0]) {
+			// A worker process: SIGKILL; its hive sees it exit and respawns it, as a
+			// supervisor does (the simulator restarts it after For).
+			id := string(f.Targets[0])
+			s.Do = func() error {
+				count()
+				pid, err := workerPID(id)
+				if err != nil {
+					return err
+				}
+				return chaos.Kill(pid)
+			}
+			s.Undo = func() error { return nil }
+			break
+		}
+		if sv == nil {
+			return s, false
+		}
+		if f.Kind == "crash-restart" {
+			s.Do = func() error { count(); return sv.p.Kill() }
+			s.Undo = func() error { return sv.p.Start() }
+		} else {
+			s.Do = func() error { count(); return chaos.Pause(sv.p.PID()) }
+			s.Undo = func() error { return chaos.Resume(sv.p.PID()) }
+		}
+	case "partition-isolate", "partition-symmetric", "partition-oneway", "partition-split":
+		links := r.links(f)
+		if len(links) == 0 {
+			return s, false
+		}
+		s.Do = func() error {
+			count()
+			var errs []error
+			for _, px := range links {
+				errs = append(errs, px.Partition(chaos.PartitionBlackhole))
+			}
+			return errors.Join(errs...)
+		}
+		s.Undo = func() error {
+			for _, px := range links {
+				px.Heal()
+			}
+			return nil
+		}
+	case "net-delay", "net-loss":
+		all := r.allProxies()
+		s.Do = func() error {
+			count()
+			var errs []error
+			for _, px := range all {
+				if f.Kind == "net-delay" {
+					errs = append(errs, px.SetDelay(time.Duration(f.Value), 0))
+				} else {
+					errs = append(errs, px.SetDrop(float64(f.Value)/1000/20)) // per-mille of messages; a chunk carries many
+				}
+			}
+			return errors.Join(errs...)
+		}
+		s.Undo = func() error {
+			for _, px := range all {
+				px.Clear()
+			}
+			return nil
+		}
+	default:
+		return s, false
+	}
+	if s.For == 0 {
+		s.For = time.Millisecond
+	}
+	return s, true
+}
+
+// isWorker reports whether a is one of the scenario's worker processes.
+func (r *run) isWorker(a node.Addr) bool {
+	for _, h := range r.sc.Hives {
+		if !h.WorkerProcesses {
+			continue
+		}
+		for _, w := range h.Workers {
+			if node.Addr(w.ID) == a {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// workerPID finds the running llm-worker-rbee process with --id id (from /proc).
+func workerPID(id string) (int, error) {
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	want := "\x00--id\x00" + id + "\x00"
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if strings.Contains(string(b), cluster.Worker) && strings.Contains("\x00"+string(b), want) {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("realrun: no running worker process with --id %s", id)
+}
+
+// links are the proxies a partition cuts.
+func (r *run) links(f faults.Fault) []*chaos.Proxy {
+	var out []*chaos.Proxy
+	add := func(from, to node.Addr) {
+		if px := r.proxies[[2]node.Addr{from, to}]; px != nil {
+			out = append(out, px)
+		}
+	}
+	switch f.Kind {
+	case "partition-isolate":
+		for _, o := range r.addrs() {
+			add(f.Targets[0], o)
+			add(o, f.Targets[0])
+		}
+	case "partition-symmetric":
+		add(f.Targets[0], f.Targets[1])
+		add(f.Targets[1], f.Targets[0])
+	case "partition-oneway":
+		add(f.Targets[0], f.Targets[1])
+	case "partition-split":
+		for i, g := range f.Groups {
+			for j, h := range f.Groups {
+				if i == j {
+					continue
+				}
+				for _, a := range g {
+					for _, b := range h {
+						add(a, b)
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+func (r *run) allProxies() []*chaos.Proxy {
+	out := make([]*chaos.Proxy, 0, len(r.proxies))
+	for _, px := range r.proxies {
+		out = append(out, px)
+	}
+	return out
+}
