@@ -68,4 +68,3 @@ func sanitize(id string) string {
 	}
 	return string(out)
 }
-

@@ -166,7 +166,7 @@ func Run(ctx context.Context, sc scenario.Scenario, o Options) (scenario.Result,
 	r.say("chaos phase: %v, %d faults (%d left out), the scenario's fault times scaled by %.3f", chaosFor, len(steps), len(skipped), r.scale(chaosFor))
 	cctx, cancel := context.WithTimeout(ctx, chaosFor)
 	tl, _ := chaos.Run(cctx, steps, clock.New()) // undoes every fault still on when it ends
-	<-cctx.Done()                                 // the chaos phase lasts its time, faults or not
+	<-cctx.Done()                                // the chaos phase lasts its time, faults or not
 	cancel()
 	r.timeline = tl
 	r.healAll()

@@ -124,4 +124,3 @@ func tamper(t *testing.T, dir string) bool {
 	}
 	return false
 }
-
