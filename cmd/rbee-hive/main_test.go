@@ -1,0 +1,46 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/rbee-sim/rbee-sim/orch/api"
+)
+
+func TestParseWorker(t *testing.T) {
+	w, size, err := parseWorker("id=w1,model=hf:a/b/c.gguf,slots=4,device=cuda:1,bytes=2GiB")
+	want := api.WorkerSpec{ID: "w1", Model: "hf:a/b/c.gguf", Slots: 4, Capability: "cuda:1"}
+	if err != nil || w != want || size != 2<<30 {
+		t.Fatalf("got %+v %d %v, want %+v %d", w, size, err, want, 2<<30)
+	}
+	if w, _, err := parseWorker("id=w2,model=m"); err != nil || w.Slots != 1 || w.Capability != "cpu" {
+		t.Fatalf("defaults: %+v %v", w, err)
+	}
+	for _, bad := range []string{"", "id=w1", "model=m", "id=w,model=m,slots=0", "id=w,model=m,colour=red", "id=w,model=m,slots"} {
+		if _, _, err := parseWorker(bad); err == nil || !strings.Contains(err.Error(), "--worker") {
+			t.Errorf("parseWorker(%q) = %v, want an error that names --worker", bad, err)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"123": 123, "4KiB": 4096, "16MiB": 16 << 20, "24GiB": 24 << 30, "1.5GB": 1_500_000_000, "80B": 80} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d %v, want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "GiB", "-1", "ten"} {
+		if _, err := parseSize(bad); err == nil {
+			t.Errorf("parseSize(%q) accepted", bad)
+		}
+	}
+}
+
+// A bad command line is refused with exit code 2 before anything starts.
+func TestBadCommandLines(t *testing.T) {
+	for _, args := range [][]string{{"--worker", "id=x"}, {"stray"}, {"--device-memory", "cuda:0"}, {"--no-such-flag"}} {
+		if code := run(args); code != 2 {
+			t.Errorf("run(%q) = %d, want 2", args, code)
+		}
+	}
+}
