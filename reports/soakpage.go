@@ -406,7 +406,7 @@ swarm {{if .S.Flags.Swarm}}on{{else}}off{{end}}, liveness mode in {{pct .S.Flags
 </svg>
 </figure>
 <figure style="margin:0">
-<figcaption><b>Events per second over the run</b> (all parallel runs together; each run's events spread over its wall time)</figcaption>
+<figcaption><b>Events per second over the run</b> (all parallel runs together, each run's events spread over its wall time; time spent writing failure folders and shrinking runs no counted events, so it shows as a dip)</figcaption>
 <svg id="chart-rate" width="{{f0 .Rate.W}}" height="{{f0 .Rate.H}}" role="img" aria-label="events per second over the run">
 {{range .Rate.YTicks}}<line x1="{{f0 $.Rate.Left}}" x2="{{addf $.Rate.Left $.Rate.PlotW}}" y1="{{f1 .Pos}}" y2="{{f1 .Pos}}" stroke="#eee"></line><text x="{{f0 $.Rate.Left}}" dx="-6" y="{{f1 .Pos}}" dy="4" font-size="11" text-anchor="end" fill="#555">{{.Label}}</text>{{end}}
 {{range .Rate.XTicks}}<text x="{{f1 .Pos}}" y="{{addf $.Rate.Top $.Rate.PlotH}}" dy="16" font-size="11" text-anchor="middle" fill="#555">{{.Label}}</text>{{end}}
