@@ -501,6 +501,11 @@ func (r *run) scenarioInferChecks(addrs []node.Addr, clients map[node.Addr][]kee
 				if (x.Outcome == keeper.OutcomeStalled || x.Outcome == keeper.OutcomeUnavailable) && r.queenCrashedDuring(x) {
 					return "" // the queen crashed and forgot the request: the client's stall rule ended it, output kept
 				}
+				if x.Outcome == keeper.OutcomeBusy && len(x.Tokens) == 0 && x.Err.Suggestion != "" {
+					// Every attempt was refused before its first token (a client retries a busy
+					// refusal only then): no stream broke, and "busy, retry later" is the truth.
+					return ""
+				}
 				if x.Err.Code != api.CodeWorkerLost || x.Err.Suggestion == "" {
 					return fmt.Sprintf("routed to %v, it ended %q with %q: after a failover the client gets the complete stream or WORKER_LOST with advice",
 						r.infer.workersBySeed[spec.Seed], x.Outcome, x.Err.Error())
