@@ -176,6 +176,9 @@ func Run(ctx context.Context, sc scenario.Scenario, o Options) (scenario.Result,
 		return scenario.Result{}, ctx.Err()
 	case <-time.After(settleFor):
 	}
+	if !r.waitInferClients(ctx, settleFor) {
+		r.say("inference clients still had open requests %v after the settle phase", settleFor)
+	}
 	rr := r.collect()
 	rr.Skipped = skipped
 	r.stopAll()
@@ -453,6 +456,30 @@ func (r *run) serverAddrs() []node.Addr {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
+}
+
+// waitInferClients gives the inference clients up to bound more to end their requests: a
+// compressed run starts requests later, relative to its end, than the simulation does, and a
+// completion takes its real time. An open request after that is a liveness failure.
+func (r *run) waitInferClients(ctx context.Context, bound time.Duration) bool {
+	deadline := time.Now().Add(bound)
+	for {
+		open := false
+		for _, c := range r.sc.InferClients {
+			r.clients[c.Addr].RT.Inspect(c.Addr, func(n node.Node) { open = open || !n.(*keeper.InferClient).Done() })
+		}
+		if !open {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // collect reads what the judge needs off the clients and the queen, at the end of settling.
