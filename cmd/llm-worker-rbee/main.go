@@ -41,8 +41,7 @@ import (
 func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
-	if len(args) == 1 && (args[0] == "--version" || args[0] == "-version") {
-		fmt.Println(daemon.Version)
+	if daemon.AskedVersion(args) {
 		return 0
 	}
 	cfg, err := worker.ParseArgs(args)

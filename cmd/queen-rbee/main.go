@@ -16,7 +16,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -34,8 +33,7 @@ import (
 func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
-	if len(args) == 1 && (args[0] == "--version" || args[0] == "-version") {
-		fmt.Println(daemon.Version)
+	if daemon.AskedVersion(args) {
 		return 0
 	}
 	opts := daemon.Options{Name: "queen-rbee", Listen: "127.0.0.1:7833", Machine: "queen"}
@@ -56,16 +54,8 @@ func run(args []string) int {
 		aliases[name] = id
 		return nil
 	})
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintln(os.Stderr, "queen-rbee:", err)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "queen-rbee: unexpected argument %q; every setting is a flag (see queen-rbee --help)\n", fs.Arg(0))
-		return 2
+	if code, ok := daemon.ParseFlags(fs, args); !ok {
+		return code
 	}
 	if err := qcfg.Validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "queen-rbee:", err)

@@ -52,8 +52,7 @@ type settings struct {
 }
 
 func run(args []string) int {
-	if len(args) == 1 && (args[0] == "--version" || args[0] == "-version") {
-		fmt.Println(daemon.Version)
+	if daemon.AskedVersion(args) {
 		return 0
 	}
 	host, _ := os.Hostname()
@@ -98,16 +97,8 @@ func run(args []string) int {
 		s.deviceMemory[dev] = n
 		return nil
 	})
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintln(os.Stderr, "rbee-hive:", err)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "rbee-hive: unexpected argument %q; every setting is a flag (see rbee-hive --help)\n", fs.Arg(0))
-		return 2
+	if code, ok := daemon.ParseFlags(fs, args); !ok {
+		return code
 	}
 	return serve(opts, s)
 }

@@ -249,3 +249,30 @@ func (d *D) Close() {
 		d.rec = nil
 	}
 }
+
+// AskedVersion reports whether the command line is just --version, and then prints the
+// version: what every rbee binary answers (a hive checks its workers' this way).
+func AskedVersion(args []string) bool {
+	if len(args) == 1 && (args[0] == "--version" || args[0] == "-version") {
+		fmt.Println(Version)
+		return true
+	}
+	return false
+}
+
+// ParseFlags parses a binary's flags; ok false means exit with code: 0 after --help, 2 after
+// a bad flag or an argument that is not a flag (said on stderr).
+func ParseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		fmt.Fprintf(os.Stderr, "%s: %v\n", fs.Name(), err)
+		return 2, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "%s: unexpected argument %q; every setting is a flag (see %s --help)\n", fs.Name(), fs.Arg(0), fs.Name())
+		return 2, false
+	}
+	return 0, true
+}
