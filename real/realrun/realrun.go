@@ -26,6 +26,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -227,8 +229,9 @@ func (r *run) clientAddrs() []node.Addr {
 func (r *run) setUp(ctx context.Context) error {
 	r.start = time.Now()
 	all := r.addrs()
+	used := map[int]bool{}
 	for _, a := range all {
-		p, err := cluster.FreePort()
+		p, err := lowPort(used)
 		if err != nil {
 			return err
 		}
@@ -259,6 +262,25 @@ func (r *run) setUp(ctx context.Context) error {
 		return err
 	}
 	return r.startAllClients()
+}
+
+// lowPort picks a free port below Linux's ephemeral range (32768 and up), where the proxies'
+// and clients' own listeners (port 0) cannot take it between now and the process's start.
+func lowPort(used map[int]bool) (int, error) {
+	for try := 0; try < 1000; try++ {
+		p := 10000 + rand.IntN(9000)
+		if used[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		used[p] = true
+		return p, nil
+	}
+	return 0, errors.New("realrun: no free port between 10000 and 19000")
 }
 
 // peersOf are the static routes of a process: every other process through its proxy.
@@ -294,11 +316,14 @@ func (r *run) common(a node.Addr) []string {
 func (r *run) startQueen(ctx context.Context) error {
 	q := r.sc.Queen
 	args := append(r.common(q.Addr), "--addr", string(q.Addr), "--max-workers", strconv.Itoa(q.MaxWorkers))
+	// The queen's timeouts are compressed with the rest, but never below what the hives'
+	// heartbeats need: a timeout of three heartbeats, a grace of two.
+	k := r.scale(min(r.sc.Chaos, r.o.Chaos))
 	if q.HeartbeatTimeout > 0 {
-		args = append(args, "--heartbeat-timeout", q.HeartbeatTimeout.String())
+		args = append(args, "--heartbeat-timeout", max(r.scaled(q.HeartbeatTimeout, k), 3*r.o.Heartbeat).String())
 	}
 	if q.StaleGrace > 0 {
-		args = append(args, "--stale-grace", q.StaleGrace.String())
+		args = append(args, "--stale-grace", max(r.scaled(q.StaleGrace, k), 2*r.o.Heartbeat).String())
 	}
 	return r.startServer(ctx, q.Addr, cluster.Queen, args)
 }
@@ -363,13 +388,16 @@ func (r *run) startServer(ctx context.Context, a node.Addr, bin string, args []s
 // startClients starts each client node in a harness process of its own, with its history
 // recorded.
 func (r *run) startClients() error {
+	k := r.scale(min(r.sc.Chaos, r.o.Chaos))
 	for i, c := range r.sc.Clients {
 		kcfg := c.Keeper
+		// The workload is compressed as the faults are: a client that works on a worker for
+		// three simulated minutes does so for k times that.
+		kcfg.ThinkTime, kcfg.WorkTime, kcfg.UseTimeout = r.scaled(kcfg.ThinkTime, k), r.scaled(kcfg.WorkTime, k), r.scaled(kcfg.UseTimeout, k)
 		if err := r.startClient(c.Addr, uint64(i), func() node.Node { return keeper.New(kcfg) }); err != nil {
 			return err
 		}
 	}
-	k := r.scale(min(r.sc.Chaos, r.o.Chaos))
 	for i, c := range r.sc.InferClients {
 		icfg := c.Client
 		// The requests keep their order and spacing, compressed as the faults are.
@@ -631,6 +659,14 @@ func (r *run) scale(chaosFor time.Duration) float64 {
 		return 1
 	}
 	return float64(chaosFor) / float64(r.sc.Chaos)
+}
+
+// scaled is d compressed by k, at least 50ms; zero (a default) stays zero.
+func (r *run) scaled(d time.Duration, k float64) time.Duration {
+	if d == 0 {
+		return 0
+	}
+	return max(time.Duration(float64(d)*k), 50*time.Millisecond)
 }
 
 // steps turns the scenario's faults into wall-clock steps (their times scaled); the others
