@@ -39,20 +39,12 @@ func downloadCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "rbee-keeper download: --hive, --repo and --file are required")
 		return 2
 	}
-	dir, err := os.MkdirTemp("", "rbee-keeper-")
+	h, err := startHiveClient(hiveAddr, hiveURL, logLevel, stderr)
 	if err != nil {
-		fmt.Fprintln(stderr, "rbee-keeper:", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	// The hive answers over the transport, so this command listens (on loopback) for the
-	// answers; without a key that is dev mode, which is loopback only anyway.
-	d, err := daemon.Start(daemon.Options{Name: "rbee-keeper", DataDir: dir, Listen: "127.0.0.1:0",
-		Peers: []string{hiveAddr + "=" + hiveURL}, Dev: os.Getenv(daemon.KeyEnv) == "", LogLevel: logLevel})
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
+	defer h.close()
+	d := h.d
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if *timeout > 0 {
@@ -161,4 +153,34 @@ func size(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// hiveClient is this command's own process in the cluster, for talking to a hive over the
+// transport: the hive answers there.
+type hiveClient struct {
+	d   *daemon.D
+	dir string
+}
+
+// startHiveClient starts a listener on loopback with a route to the hive. Without a key that
+// is dev mode, which is loopback only anyway.
+func startHiveClient(hiveAddr, hiveURL, logLevel string, stderr io.Writer) (*hiveClient, error) {
+	dir, err := os.MkdirTemp("", "rbee-keeper-")
+	if err != nil {
+		fmt.Fprintln(stderr, "rbee-keeper:", err)
+		return nil, err
+	}
+	d, err := daemon.Start(daemon.Options{Name: "rbee-keeper", DataDir: dir, Listen: "127.0.0.1:0",
+		Peers: []string{hiveAddr + "=" + hiveURL}, Dev: os.Getenv(daemon.KeyEnv) == "", LogLevel: logLevel})
+	if err != nil {
+		os.RemoveAll(dir)
+		fmt.Fprintln(stderr, err)
+		return nil, err
+	}
+	return &hiveClient{d: d, dir: dir}, nil
+}
+
+func (h *hiveClient) close() {
+	h.d.Close()
+	os.RemoveAll(h.dir)
 }

@@ -6,6 +6,7 @@
 //	rbee-keeper workers
 //	rbee-keeper models
 //	rbee-keeper download --hive-url http://127.0.0.1:7900 --hive hive-1 --repo TheBloke/TinyLlama-GGUF --file tiny.gguf
+//	rbee-keeper worker start --hive hive-1 --model hf:TheBloke/TinyLlama-GGUF/tiny.gguf --slots 2
 //
 // The queen is found at --queen-url, or RBEE_QUEEN_URL, or http://127.0.0.1:7833; the key is
 // RBEE_API_KEY. Exit codes (orch/keeper/exitcode.go): 0 ok, 1 failed, 2 usage, 3 unavailable,
@@ -27,6 +28,7 @@ commands:
   workers    list the workers registered with the queen
   models     list the models the workers serve
   download   have a hive download a model into its catalog, with a progress bar
+  worker start   have a hive start a worker for a model (downloading it first)
   version    print the version
 
 rbee-keeper COMMAND --help shows a command's flags.`
@@ -45,6 +47,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return modelsCmd(args[1:], stdout, stderr)
 	case "download":
 		return downloadCmd(args[1:], stdout, stderr)
+	case "worker":
+		return workerCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, version)
 		return 0

@@ -18,7 +18,7 @@ func runKeeper(args ...string) (int, string, string) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"fly"}, {"infer"}, {"infer", "--model", "hf:a/b/c"}, {"infer", "--prompt", "x", "stray"}, {"download", "--hive", "h"}} {
+	for _, args := range [][]string{{}, {"fly"}, {"infer"}, {"infer", "--model", "hf:a/b/c"}, {"infer", "--prompt", "x", "stray"}, {"download", "--hive", "h"}, {"worker"}, {"worker", "stop"}, {"worker", "start", "--hive", "h", "--model", "tiny"}, {"worker", "start", "--model", "hf:a/b/c"}} {
 		if code, _, stderr := runKeeper(args...); code != 2 || stderr == "" {
 			t.Errorf("rbee-keeper %q: exit %d, stderr %q; want 2 with a message", args, code, stderr)
 		}
