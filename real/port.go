@@ -20,6 +20,14 @@ type Port interface {
 	Close() error
 }
 
+// LocalOnly is implemented by a port that only the nodes of its own Runtime may use: a
+// message from another OS process (Runtime.Deliver, the transport's entry) to such a port is
+// dropped with a warning. The process table is one: any process holding the cluster's key
+// (or, in dev mode, any local user) could otherwise have it spawn programs of its choosing.
+type LocalOnly interface {
+	LocalOnly() bool
+}
+
 // Send sends m from a port's own address to another address (a node of this Runtime, or a
 // remote one through Config.Remote). It never blocks and is safe for concurrent use.
 type Send func(to node.Addr, m node.Msg)

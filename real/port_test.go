@@ -90,3 +90,37 @@ func TestPortsRemoteAndTrace(t *testing.T) {
 		}
 	})
 }
+
+// localOnlyPort is an echoPort that only its own Runtime's nodes may use.
+type localOnlyPort struct{ echoPort }
+
+func (*localOnlyPort) LocalOnly() bool { return true }
+
+// Deliver, the entry of messages from other processes, refuses a LocalOnly port (the process
+// table) and a sender that claims an address of this Runtime; local nodes still reach the
+// port, and an ordinary remote message still arrives.
+func TestDeliverRefusesLocalOnlyAndSpoofedSenders(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := newTestRuntime(t, Config{})
+		table := &localOnlyPort{}
+		mustDo(t, rt.AddPort("table", func(s Send) Port { table.send = s; return table }))
+		mustDo(t, rt.Add("a", "m1", toyFactory("table", nil, 0)))
+		mustDo(t, rt.StartAll())
+
+		rt.Deliver("remote", "table", ping{Seq: 1}) // would be answered to "remote": not here
+		rt.Deliver("a", "a", ping{Seq: 2})          // a remote sender posing as a
+		rt.Deliver("table", "a", pong{Seq: 3})      // a remote sender posing as the table
+		synctest.Wait()
+		if a := snapshot(t, rt, "a"); len(a.got) != 0 {
+			t.Fatalf("a got %v from %v; every message above should have been dropped", a.got, a.from)
+		}
+
+		rt.Inject("test", "a", kick{N: 1}) // a local node uses the port as before
+		rt.Deliver("remote", "a", pong{Seq: 9})
+		synctest.Wait()
+		a := snapshot(t, rt, "a")
+		if a.count("test.pong") != 2 {
+			t.Errorf("a got %v from %v, want the table's pong and the remote pong", a.got, a.from)
+		}
+	})
+}

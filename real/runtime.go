@@ -218,7 +218,29 @@ func (rt *Runtime) Inject(from, to node.Addr, m node.Msg) {
 
 // Deliver hands m to the node or port at to as if from sent it: what a transport calls for
 // a message that came in from another OS process. Like any send it is dropped if to is down.
-func (rt *Runtime) Deliver(from, to node.Addr, m node.Msg) { rt.deliver(from, to, m) }
+// It is also dropped, with a warning, when from is an address of this Runtime (another
+// process cannot speak for a node or port of this one) or when to is a port that is
+// LocalOnly (the process table: a remote message must never spawn or signal programs here).
+func (rt *Runtime) Deliver(from, to node.Addr, m node.Msg) {
+	rt.mu.Lock()
+	_, fromNode := rt.procs[from]
+	_, fromPort := rt.ports[from]
+	lo, _ := rt.ports[to].(LocalOnly)
+	rt.mu.Unlock()
+	switch {
+	case fromNode || fromPort:
+		rt.cfg.Logger.Warn("message from another process dropped: it claims to come from an address of this process",
+			"from", from, "to", to, "msg", msgName(m),
+			"fix", "give every component its own address; if no other process should run "+string(from)+", someone who holds the cluster's key is spoofing it")
+		return
+	case lo != nil && lo.LocalOnly():
+		rt.cfg.Logger.Warn("message from another process dropped: its destination takes messages from this process only",
+			"from", from, "to", to, "msg", msgName(m),
+			"fix", "only the nodes of this process may use "+string(to)+"; if no component of yours sent this, someone who holds the cluster's key is probing it")
+		return
+	}
+	rt.deliver(from, to, m)
+}
 
 // send is a send by a local node or port: traced, then delivered.
 func (rt *Runtime) send(from, to node.Addr, m node.Msg) {

@@ -119,6 +119,9 @@ func (p exitPort) Deliver(_ node.Addr, m node.Msg) {
 
 func (p exitPort) Close() error { return nil }
 
+// LocalOnly implements real.LocalOnly: only the worker node of this process may end it.
+func (p exitPort) LocalOnly() bool { return true }
+
 // portOf finds --port N (or --port=N) on the command line; 0 if missing.
 func portOf(args []string) int {
 	for i, a := range args {

@@ -158,6 +158,10 @@ func (p *Port) Deliver(from node.Addr, m node.Msg) {
 	}
 }
 
+// LocalOnly implements real.LocalOnly: only the nodes of the hive's own process may download
+// through it (it sends the hive's HF_TOKEN), never a message from another process.
+func (p *Port) LocalOnly() bool { return true }
+
 // Close implements real.Port: it closes every open request without answering it and waits
 // for their goroutines.
 func (p *Port) Close() error {

@@ -351,6 +351,10 @@ func (t *Table) handleSignal(from node.Addr, m api.ProcSignal) {
 	t.log.Info("process table: signal sent", "from", from, "pid", m.PID, "addr", c.rec.Addr, "signal", m.Signal)
 }
 
+// LocalOnly implements real.LocalOnly: only the nodes of the table's own process may spawn
+// or signal processes through it, never a message from another process.
+func (t *Table) LocalOnly() bool { return true }
+
 // Close implements real.Port: it stops the poller, waits for spawns in progress, and releases
 // StateDir. It does not stop children: they run on, and the next table adopts them. Their
 // waiters keep reaping them after Close, silently.
