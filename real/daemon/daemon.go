@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rbee-sim/rbee-sim/orch/node"
@@ -112,7 +113,11 @@ type D struct {
 
 	ln  net.Listener
 	rec *record.Writer
-	srv *http.Server
+
+	mu        sync.Mutex
+	srv       *http.Server // set by Serve; nil before
+	closed    bool
+	closeOnce sync.Once
 }
 
 // Start validates the options, opens the listener, and builds the runtime and transport. It
@@ -171,6 +176,12 @@ func Start(o Options) (*D, error) {
 		}
 		trace = d.rec.Trace
 	}
+	undo := func() {
+		ln.Close()
+		if d.rec != nil {
+			d.rec.Close()
+		}
+	}
 	var tr *transport.Transport
 	rt, err := real.New(real.Config{
 		DataDir: o.DataDir,
@@ -180,7 +191,7 @@ func Start(o Options) (*D, error) {
 		Trace:   trace,
 	})
 	if err != nil {
-		ln.Close()
+		undo()
 		return nil, err
 	}
 	tr, err = transport.New(transport.Config{
@@ -194,7 +205,7 @@ func Start(o Options) (*D, error) {
 		Deliver:   rt.Deliver,
 	})
 	if err != nil {
-		ln.Close()
+		undo()
 		return nil, fmt.Errorf("%s: %w", o.Name, err)
 	}
 	d.RT, d.Transport = rt, tr
@@ -215,11 +226,19 @@ func NewLogger(level string) (*slog.Logger, error) {
 func (d *D) Addr() string { return d.ln.Addr().String() }
 
 // Serve serves HTTP until ctx is done, then shuts everything down: the server (letting
-// requests in flight finish for up to 5 s), the nodes, the transport, the record file.
+// requests in flight finish for up to 5 s), the nodes, the transport, the record file. After
+// Close it serves nothing and returns nil.
 func (d *D) Serve(ctx context.Context) error {
-	d.srv = &http.Server{Handler: d.Mux, ReadHeaderTimeout: 10 * time.Second}
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	srv := &http.Server{Handler: d.Mux, ReadHeaderTimeout: 10 * time.Second}
+	d.srv = srv
+	d.mu.Unlock()
 	errc := make(chan error, 1)
-	go func() { errc <- d.srv.Serve(d.ln) }()
+	go func() { errc <- srv.Serve(d.ln) }()
 	d.Log.Info(d.Opts.Name+" listening", "url", d.URL)
 	var err error
 	select {
@@ -233,21 +252,35 @@ func (d *D) Serve(ctx context.Context) error {
 	return err
 }
 
-// Close stops the server, the nodes, the transport and the record file; safe to call twice.
+// Close stops the server, the nodes, the transport and the record file. It is safe to call
+// more than once and from several goroutines (a command's deferred Close while Serve returns
+// on its own goroutine): every call returns once the first has finished.
 func (d *D) Close() {
-	if d.srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		d.srv.Shutdown(sctx)
-		cancel()
-	} else {
-		d.ln.Close()
-	}
-	d.RT.Stop()
-	d.Transport.Close()
-	if d.rec != nil {
-		d.rec.Close()
-		d.rec = nil
-	}
+	d.closeOnce.Do(func() {
+		d.mu.Lock()
+		d.closed = true
+		srv := d.srv
+		d.mu.Unlock()
+		if srv != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := srv.Shutdown(sctx); err != nil {
+				// Streams still open after the grace: cut them rather than leave them running.
+				d.Log.Warn("requests still in flight after 5s of shutdown were cut", "err", err)
+				srv.Close()
+			}
+			cancel()
+		} else {
+			d.ln.Close()
+		}
+		d.RT.Stop()
+		d.Transport.Close()
+		if d.rec != nil {
+			if err := d.rec.Close(); err != nil {
+				d.Log.Error("the history file is incomplete: a write to it failed; a real-mode run judged from it judges less than happened",
+					"file", d.Opts.Record, "err", err)
+			}
+		}
+	})
 }
 
 // AskedVersion reports whether the command line is just --version, and then prints the
