@@ -128,6 +128,16 @@ type run struct {
 	mu       sync.Mutex
 	injected map[string]int
 	timeline []chaos.Event
+	net      netFaults // under mu
+}
+
+// netFaults are the network faults on at the moment, so that the end of one leaves the others
+// on: as in the simulator, overlapping faults combine (delays add, losses compound) and a link
+// stays cut while any partition that cuts it lasts.
+type netFaults struct {
+	cuts   map[*chaos.Proxy]int // how many partitions cut each link
+	delays []time.Duration
+	losses []float64 // per fault: the chance that a message is lost
 }
 
 // Run runs sc on real processes and judges it. The error is for runs that could not be set up
@@ -157,7 +167,8 @@ func Run(ctx context.Context, sc scenario.Scenario, o Options) (scenario.Result,
 		}
 	}
 	r := &run{sc: sc, o: o, log: o.Logger, ports: map[node.Addr]int{}, servers: map[node.Addr]*proc{},
-		clients: map[node.Addr]*cluster.Harness{}, proxies: map[[2]node.Addr]*chaos.Proxy{}, injected: map[string]int{}}
+		clients: map[node.Addr]*cluster.Harness{}, proxies: map[[2]node.Addr]*chaos.Proxy{}, injected: map[string]int{},
+		net: netFaults{cuts: map[*chaos.Proxy]int{}}}
 	defer r.teardown()
 	if err := r.setUp(ctx); err != nil {
 		return scenario.Result{}, err
@@ -167,15 +178,17 @@ func Run(ctx context.Context, sc scenario.Scenario, o Options) (scenario.Result,
 	steps, skipped := r.steps(chaosFor)
 	r.say("chaos phase: %v, %d faults (%d left out), the scenario's fault times scaled by %.3f", chaosFor, len(steps), len(skipped), r.scale(chaosFor))
 	cctx, cancel := context.WithTimeout(ctx, chaosFor)
-	tl, _ := chaos.Run(cctx, steps, clock.New()) // undoes every fault still on when it ends
-	<-cctx.Done()                                // the chaos phase lasts its time, faults or not
+	// It undoes every fault still on when it ends. A step that failed is in the timeline with
+	// its error (and was said as it happened); the run goes on and is judged without it.
+	tl, _ := chaos.Run(cctx, steps, clock.New())
+	<-cctx.Done() // the chaos phase lasts its time, faults or not
 	cancel()
 	r.timeline = tl
 	r.healAll()
 	r.say("settle phase: %v", settleFor)
 	select {
 	case <-ctx.Done():
-		return scenario.Result{}, ctx.Err()
+		return scenario.Result{}, interrupted(ctx, o.Dir)
 	case <-time.After(settleFor):
 	}
 	if !r.waitInferClients(ctx, settleFor) {
@@ -195,6 +208,12 @@ func Run(ctx context.Context, sc scenario.Scenario, o Options) (scenario.Result,
 		return res, err
 	}
 	return res, nil
+}
+
+// interrupted is the error of a run stopped by its context (Ctrl+C): it is not judged, and
+// what it recorded stays in its folder.
+func interrupted(ctx context.Context, dir string) error {
+	return fmt.Errorf("realrun: the run was stopped before its end (%w), so it was not judged; its logs and history files so far are in %s", ctx.Err(), dir)
 }
 
 func (r *run) say(format string, args ...any) {
@@ -566,6 +585,14 @@ func (r *run) stopAll() {
 	for _, a := range r.serverAddrs() {
 		r.servers[a].p.Stop(10 * time.Second)
 	}
+	// A hive stops its workers before it exits; one it could not stop in time (the hive was
+	// killed at the end of its grace) would outlive the run.
+	pids, _ := r.workerPIDs("")
+	for _, pid := range pids {
+		r.log.Warn("a worker process outlived its hive; killing it", "pid", pid)
+		r.say("worker process %d outlived its hive; killed", pid)
+		chaos.Kill(pid)
+	}
 }
 
 // teardown releases everything, also after a failed set-up.
@@ -597,7 +624,7 @@ func (r *run) readRecords() ([]scenario.Recorded, error) {
 // timeline) into the run folder, and porcupine's page when linearizability failed.
 func (r *run) writeResult(res scenario.Result, rr scenario.RealRun) error {
 	rr.Events = nil // they are in records/
-	out := resultFile{Mode: "real", Started: r.start.UnixNano(), Result: res, Skipped: rr.Skipped, Timeline: r.timeline,
+	out := resultFile{Mode: "real", Started: r.start.UnixNano(), Result: res, Skipped: rr.Skipped, Timeline: timelineOf(r.timeline),
 		Scenario: r.sc, Run: rr}
 	b, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {
@@ -618,10 +645,31 @@ type resultFile struct {
 	Started  int64             `json:"started_unix_ns"`
 	Result   scenario.Result   `json:"result"`
 	Skipped  []string          `json:"faults_left_out"`
-	Timeline []chaos.Event     `json:"fault_timeline"`
+	Timeline []faultEvent      `json:"fault_timeline"`
 	Scenario scenario.Scenario `json:"scenario"`
 	// Run is what the harness read off the clients and the queen (the events are in records/).
 	Run scenario.RealRun `json:"run"`
+}
+
+// faultEvent is a chaos.Event as result.json keeps it: the error as text (an error value
+// would be written as {} and could not be read back).
+type faultEvent struct {
+	Name  string
+	Step  int
+	Start time.Time
+	End   time.Time
+	Err   string `json:",omitempty"`
+}
+
+func timelineOf(evs []chaos.Event) []faultEvent {
+	out := make([]faultEvent, len(evs))
+	for i, e := range evs {
+		out[i] = faultEvent{Name: e.Name, Step: e.Step, Start: e.Start, End: e.End}
+		if e.Err != nil {
+			out[i].Err = e.Err.Error()
+		}
+	}
+	return out
 }
 
 // JudgeDir judges a finished real run again from its folder (result.json and records/):
@@ -697,15 +745,11 @@ func (r *run) steps(chaosFor time.Duration) ([]chaos.Step, []string) {
 }
 
 // step maps one fault to a step; ok is false when its targets are not processes of the run.
+// A fault is counted as injected only when its Do succeeded; one that failed is said, and
+// kept in the timeline with its error.
 func (r *run) step(f faults.Fault) (chaos.Step, bool) {
 	name := fmt.Sprintf("%s %v", f.Kind, f.Targets)
 	s := chaos.Step{At: f.At, For: f.For, Name: name}
-	count := func() {
-		r.mu.Lock()
-		r.injected[f.Kind]++
-		r.mu.Unlock()
-		r.say("fault: %s for %v", name, f.For)
-	}
 	switch f.Kind {
 	case "crash-restart", "pause":
 		sv := r.servers[f.Targets[0]]
@@ -714,12 +758,14 @@ func (r *run) step(f faults.Fault) (chaos.Step, bool) {
 			// supervisor does (the simulator restarts it after For).
 			id := string(f.Targets[0])
 			s.Do = func() error {
-				count()
-				pid, err := workerPID(id)
+				pids, err := r.workerPIDs(id)
+				if err == nil && len(pids) == 0 {
+					err = fmt.Errorf("realrun: no worker process of this run with --id %s is running", id)
+				}
 				if err != nil {
 					return err
 				}
-				return chaos.Kill(pid)
+				return chaos.Kill(pids[0])
 			}
 			s.Undo = func() error { return nil }
 			break
@@ -728,10 +774,10 @@ func (r *run) step(f faults.Fault) (chaos.Step, bool) {
 			return s, false
 		}
 		if f.Kind == "crash-restart" {
-			s.Do = func() error { count(); return sv.p.Kill() }
+			s.Do = func() error { return sv.p.Kill() }
 			s.Undo = func() error { return sv.p.Start() }
 		} else {
-			s.Do = func() error { count(); return chaos.Pause(sv.p.PID()) }
+			s.Do = func() error { return chaos.Pause(sv.p.PID()) }
 			s.Undo = func() error { return chaos.Resume(sv.p.PID()) }
 		}
 	case "partition-isolate", "partition-symmetric", "partition-oneway", "partition-split":
@@ -739,47 +785,86 @@ func (r *run) step(f faults.Fault) (chaos.Step, bool) {
 		if len(links) == 0 {
 			return s, false
 		}
-		s.Do = func() error {
-			count()
-			var errs []error
-			for _, px := range links {
-				errs = append(errs, px.Partition(chaos.PartitionBlackhole))
-			}
-			return errors.Join(errs...)
-		}
-		s.Undo = func() error {
-			for _, px := range links {
-				px.Heal()
-			}
-			return nil
-		}
-	case "net-delay", "net-loss":
-		all := r.allProxies()
-		s.Do = func() error {
-			count()
-			var errs []error
-			for _, px := range all {
-				if f.Kind == "net-delay" {
-					errs = append(errs, px.SetDelay(time.Duration(f.Value), 0))
-				} else {
-					errs = append(errs, px.SetDrop(float64(f.Value)/1000/20)) // per-mille of messages; a chunk carries many
-				}
-			}
-			return errors.Join(errs...)
-		}
-		s.Undo = func() error {
-			for _, px := range all {
-				px.Clear()
-			}
-			return nil
-		}
+		s.Do = func() error { return r.cut(links, +1) }
+		s.Undo = func() error { return r.cut(links, -1) }
+	case "net-delay":
+		d := time.Duration(f.Value)
+		s.Do = func() error { return r.setNet(func(n *netFaults) { n.delays = append(n.delays, d) }) }
+		s.Undo = func() error { return r.setNet(func(n *netFaults) { n.delays = removeOne(n.delays, d) }) }
+	case "net-loss":
+		p := float64(f.Value) / 1000 // per-mille of messages
+		s.Do = func() error { return r.setNet(func(n *netFaults) { n.losses = append(n.losses, p) }) }
+		s.Undo = func() error { return r.setNet(func(n *netFaults) { n.losses = removeOne(n.losses, p) }) }
 	default:
 		return s, false
+	}
+	do := s.Do
+	s.Do = func() error {
+		if err := do(); err != nil {
+			r.say("fault %s could not be injected: %v", name, err)
+			return err
+		}
+		r.mu.Lock()
+		r.injected[f.Kind]++
+		r.mu.Unlock()
+		r.say("fault: %s for %v", name, f.For)
+		return nil
 	}
 	if s.For == 0 {
 		s.For = time.Millisecond
 	}
 	return s, true
+}
+
+// cut starts (by +1) or ends (by -1) one partition of links: a link is healed only when no
+// partition cuts it any more.
+func (r *run) cut(links []*chaos.Proxy, by int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for _, px := range links {
+		r.net.cuts[px] += by
+		switch n := r.net.cuts[px]; {
+		case by > 0 && n == 1:
+			errs = append(errs, px.Partition(chaos.PartitionBlackhole))
+		case n <= 0:
+			delete(r.net.cuts, px)
+			px.Heal()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// setNet changes the network faults that are on and applies their sum to every proxy: the
+// delays add up and the losses compound, as in the simulator. A lost message is a reset
+// connection (TCP cannot lose bytes), and a chunk carries many messages: hence the 20.
+func (r *run) setNet(change func(*netFaults)) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	change(&r.net)
+	var delay time.Duration
+	for _, d := range r.net.delays {
+		delay += d
+	}
+	kept := 1.0
+	for _, p := range r.net.losses {
+		kept *= 1 - p
+	}
+	var errs []error
+	for _, px := range r.allProxies() {
+		errs = append(errs, px.SetDelay(delay, 0), px.SetDrop((1-kept)/20))
+	}
+	return errors.Join(errs...)
+}
+
+// removeOne removes the first v from xs.
+func removeOne[T comparable](xs []T, v T) []T {
+	for i, x := range xs {
+		if x == v {
+			return append(xs[:i:i], xs[i+1:]...)
+		}
+	}
+	return xs
 }
 
 // isWorker reports whether a is one of the scenario's worker processes.
@@ -797,27 +882,34 @@ func (r *run) isWorker(a node.Addr) bool {
 	return false
 }
 
-// workerPID finds the running llm-worker-rbee process with --id id (from /proc).
-func workerPID(id string) (int, error) {
+// workerPIDs finds the running llm-worker-rbee processes of this run (their hive gave them
+// this run's data folder) with --id id, or every one of them when id is empty, from /proc.
+// Only this run's: another run's workers, or a deployment's with the same worker IDs, are
+// never touched.
+func (r *run) workerPIDs(id string) ([]int, error) {
 	dirs, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	ours := "\x00RBEE_DATA_DIR=" + filepath.Join(r.o.Dir, "data") + "\x00"
 	want := "\x00--id\x00" + id + "\x00"
+	var out []int
 	for _, d := range dirs {
 		pid, err := strconv.Atoi(d.Name())
 		if err != nil {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
-		if err != nil {
+		if err != nil || !strings.Contains(string(b), cluster.Worker) || id != "" && !strings.Contains("\x00"+string(b), want) {
 			continue
 		}
-		if strings.Contains(string(b), cluster.Worker) && strings.Contains("\x00"+string(b), want) {
-			return pid, nil
+		env, err := os.ReadFile(filepath.Join("/proc", d.Name(), "environ"))
+		if err != nil || !strings.Contains("\x00"+string(env), ours) {
+			continue
 		}
+		out = append(out, pid)
 	}
-	return 0, fmt.Errorf("realrun: no running worker process with --id %s", id)
+	return out, nil
 }
 
 // links are the proxies a partition cuts.
