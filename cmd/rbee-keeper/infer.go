@@ -175,9 +175,6 @@ func (s *streamer) upTo(tokens []api.InferToken) {
 		fmt.Fprint(s.w, tokens[s.printed].Text)
 		s.printed++
 	}
-	if f, ok := s.w.(*os.File); ok {
-		f.Sync()
-	}
 }
 
 // report ends the output and says how the request ended; the exit code is the keeper's.

@@ -69,7 +69,10 @@ func workerCmd(args []string, stdout, stderr io.Writer) int {
 				bar.update(p)
 				return
 			}
-			answers <- m
+			select {
+			case answers <- m:
+			default: // nobody reads any more (answered, or given up): never block the transport
+			}
 		})
 	}); err != nil {
 		fmt.Fprintln(stderr, "rbee-keeper:", err)
