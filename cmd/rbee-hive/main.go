@@ -105,20 +105,45 @@ func run(args []string) int {
 
 func serve(opts daemon.Options, s settings) int {
 	opts.Peers = append(opts.Peers, s.queen+"="+s.queenURL)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The hive's config first, so that a setting it refuses exits 2 before anything starts.
+	self := node.Addr(s.addr)
+	cfg := hive.DefaultConfig(node.Addr(s.queen))
+	cfg.Workers, cfg.HeartbeatInterval, cfg.RetryInterval = s.workers, s.heartbeat, s.retry
+	cfg.WorkerStatusTimeout, cfg.LoadTimeout, cfg.IdleTimeout, cfg.StopGrace = s.statusTTL, s.loadTimeout, s.idleTimeout, s.stopGrace
+	cfg.Catalog, cfg.Version = s.catalog, daemon.Version
+	if s.catalog {
+		pcfg := provision.DefaultConfig()
+		pcfg.Hub = "hub"
+		cfg.Provision = &pcfg
+	}
+	if !s.inline {
+		bin, err := workerBinary(s.workerBinary)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "rbee-hive:", err)
+			return 1
+		}
+		cfg.WorkerProcesses, cfg.WorkerBinary, cfg.BasePort = true, bin, s.basePort
+		cfg.WorkerModelBytes = s.modelBytes
+		cfg.ProcessTable = node.Addr("procs@" + opts.Machine)
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "rbee-hive:", err)
+		return 2
+	}
 	d, err := daemon.Start(opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	log := d.Log
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, "rbee-hive:", err)
+		d.Close()
+		return 1
+	}
 	var exitCode atomic.Int64
-	self := node.Addr(s.addr)
-	cfg := hive.DefaultConfig(node.Addr(s.queen))
-	cfg.Workers, cfg.HeartbeatInterval, cfg.RetryInterval = s.workers, s.heartbeat, s.retry
-	cfg.WorkerStatusTimeout, cfg.LoadTimeout, cfg.IdleTimeout, cfg.StopGrace = s.statusTTL, s.loadTimeout, s.idleTimeout, s.stopGrace
-	cfg.Catalog, cfg.Version = s.catalog, daemon.Version
 	if len(s.deviceMemory) == 0 {
 		gpus, err := gpu.Discover(ctx)
 		if err != nil {
@@ -132,24 +157,12 @@ func serve(opts daemon.Options, s settings) int {
 	}
 	cfg.DeviceMemoryBytes = s.deviceMemory
 	if s.catalog {
-		pcfg := provision.DefaultConfig()
-		pcfg.Hub = "hub"
-		cfg.Provision = &pcfg
 		if err := d.RT.AddPort("hub", hub.New(hub.Config{BaseURL: s.hubURL, Logger: log})); err != nil {
-			fmt.Fprintln(os.Stderr, "rbee-hive:", err)
-			return 1
+			return fail(err)
 		}
 	}
 	var table *proc.Table
 	if !s.inline {
-		bin, err := workerBinary(s.workerBinary)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "rbee-hive:", err)
-			return 1
-		}
-		cfg.WorkerProcesses, cfg.WorkerBinary, cfg.BasePort = true, bin, s.basePort
-		cfg.WorkerModelBytes = s.modelBytes
-		cfg.ProcessTable = node.Addr("procs@" + opts.Machine)
 		env := []string{
 			"RBEE_PEERS=" + s.addr + "=" + d.URL + "," + s.queen + "=" + s.queenURL,
 			"RBEE_DATA_DIR=" + d.Opts.DataDir, "RBEE_MACHINE=" + opts.Machine,
@@ -175,21 +188,15 @@ func serve(opts daemon.Options, s settings) int {
 			Logger: log,
 		})
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "rbee-hive:", err)
-			return 1
+			return fail(err)
 		}
 		if err := d.RT.AddPort(cfg.ProcessTable, table.Bind); err != nil {
-			fmt.Fprintln(os.Stderr, "rbee-hive:", err)
-			return 1
+			table.Close()
+			return fail(err)
 		}
 	}
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintln(os.Stderr, "rbee-hive:", err)
-		return 2
-	}
 	if err := d.RT.Add(self, opts.Machine, func() node.Node { return hive.New(cfg) }); err != nil {
-		fmt.Fprintln(os.Stderr, "rbee-hive:", err)
-		return 1
+		return fail(err)
 	}
 	stop := proc.NotifyTerm(ctx, func() {
 		if table != nil {
@@ -200,8 +207,7 @@ func serve(opts daemon.Options, s settings) int {
 	})
 	defer stop()
 	if err := d.RT.StartAll(); err != nil {
-		fmt.Fprintln(os.Stderr, "rbee-hive:", err)
-		return 1
+		return fail(err)
 	}
 	if err := d.Serve(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "rbee-hive:", err)

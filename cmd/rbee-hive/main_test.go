@@ -38,7 +38,9 @@ func TestParseSize(t *testing.T) {
 
 // A bad command line is refused with exit code 2 before anything starts.
 func TestBadCommandLines(t *testing.T) {
-	for _, args := range [][]string{{"--worker", "id=x"}, {"stray"}, {"--device-memory", "cuda:0"}, {"--no-such-flag"}} {
+	for _, args := range [][]string{{"--worker", "id=x"}, {"stray"}, {"--device-memory", "cuda:0"}, {"--no-such-flag"},
+		// a setting the hive's config refuses: before the port is bound or a key is needed
+		{"--worker-binary", "/bin/true", "--status-timeout", "3s", "--listen", "127.0.0.1:0"}} {
 		if code := run(args); code != 2 {
 			t.Errorf("run(%q) = %d, want 2", args, code)
 		}
