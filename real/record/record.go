@@ -46,13 +46,26 @@ type Writer struct {
 	err error
 }
 
-// Create opens (appending) the record file at path.
+// Create opens (appending) the record file at path. A restarted process appends to the
+// file of the one before it; if that one was killed in the middle of a line, the torn line
+// is ended first, so that the new process's first event is not glued to it (ReadFiles skips
+// the torn line).
 func Create(path string) (*Writer, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("record: cannot open %s for the run's history: %w", path, err)
 	}
-	return &Writer{f: f, pid: os.Getpid()}, nil
+	w := &Writer{f: f, pid: os.Getpid()}
+	if st, err := f.Stat(); err == nil && st.Size() > 0 {
+		last := make([]byte, 1)
+		if _, err := f.ReadAt(last, st.Size()-1); err == nil && last[0] != '\n' {
+			if _, err := f.Write([]byte{'\n'}); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("record: cannot end the torn last line of %s: %w", path, err)
+			}
+		}
+	}
+	return w, nil
 }
 
 // Trace is a real.Config.Trace that writes each event. Messages without a wire form (none of
@@ -102,8 +115,9 @@ type Event struct {
 }
 
 // ReadFiles reads and merges record files, sorted by time (stable: a file's own order is kept
-// for equal times). A torn last line (a process killed mid-write) is skipped; any other bad
-// line is an error naming the file and line.
+// for equal times). A torn line (a process killed mid-write) is skipped: the file's last
+// line, or a line followed by the events of another process (the restart that appended after
+// it). Any other bad line is an error naming the file and line.
 func ReadFiles(paths ...string) ([]Event, error) {
 	var all []Event
 	for _, p := range paths {
@@ -127,17 +141,22 @@ func read(r io.Reader, name string) ([]Event, error) {
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	var out []Event
 	n := 0
-	var pendingErr error
+	var pendingErr error // a bad line: torn only if the file ends or another process follows
+	lastPID := -1        // the PID of the last good line
 	for sc.Scan() {
 		n++
-		if pendingErr != nil { // a bad line that was not the last one
-			return nil, pendingErr
-		}
 		var l Line
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			if pendingErr != nil {
+				return nil, pendingErr // two bad lines in a row: not a torn write
+			}
 			pendingErr = fmt.Errorf("record: %s line %d is not an event: %v", name, n, err)
 			continue
 		}
+		if pendingErr != nil && (l.PID == lastPID || lastPID < 0) {
+			return nil, pendingErr // the same process wrote on after it, or nothing came before: not a torn write
+		}
+		pendingErr, lastPID = nil, l.PID
 		e := Event{At: time.Unix(0, l.At), Kind: l.Kind, From: l.From, To: l.To, PID: l.PID}
 		switch {
 		case l.Msg != "":

@@ -54,9 +54,30 @@ func TestWriteReadMerge(t *testing.T) {
 		t.Errorf("observations: %#v %#v", evs[2].Obs, evs[3].Obs)
 	}
 
+	// A restarted process appends after the torn line: the torn line is ended first, and the
+	// new process's events read back.
+	restarted, err := Create(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted.pid++ // another process
+	restarted.Trace(real.TraceEvent{At: t0.Add(5 * time.Millisecond), Kind: "observe", From: "queen", Obs: api.QueenStarted{Epoch: 4}})
+	restarted.Close()
+	evs, err = ReadFiles(a, b)
+	if err != nil {
+		t.Fatalf("a torn line before a restart's events: %v", err)
+	}
+	if len(evs) != 5 || !reflect.DeepEqual(evs[4].Obs, api.QueenStarted{Epoch: 4}) {
+		t.Fatalf("%d events, want the 4 before the crash and the restart's: %+v", len(evs), evs)
+	}
+
 	// A bad line in the middle is an error, not skipped.
 	os.WriteFile(b, []byte("garbage\n{\"at\":1,\"kind\":\"send\"}\n"), 0o644)
 	if _, err := ReadFiles(b); err == nil {
 		t.Error("a bad line in the middle of a file was accepted")
+	}
+	os.WriteFile(b, []byte("{\"at\":1,\"kind\":\"send\",\"pid\":7}\ngarbage\n{\"at\":2,\"kind\":\"send\",\"pid\":7}\n"), 0o644)
+	if _, err := ReadFiles(b); err == nil {
+		t.Error("a bad line between two lines of one process was accepted")
 	}
 }
