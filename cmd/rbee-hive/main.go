@@ -10,9 +10,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +32,7 @@ import (
 	"github.com/rbee-sim/rbee-sim/real/gpu"
 	"github.com/rbee-sim/rbee-sim/real/hub"
 	"github.com/rbee-sim/rbee-sim/real/proc"
+	"github.com/rbee-sim/rbee-sim/real/wire"
 )
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -198,6 +201,7 @@ func serve(opts daemon.Options, s settings) int {
 	if err := d.RT.Add(self, opts.Machine, func() node.Node { return hive.New(cfg) }); err != nil {
 		return fail(err)
 	}
+	d.Mux.Handle("GET "+WorkersPath, d.Policy.Middleware(workersHandler(d, self)))
 	stop := proc.NotifyTerm(ctx, func() {
 		if table != nil {
 			table.Term(self) // the hive stops its workers, then exits through the table
@@ -214,6 +218,25 @@ func serve(opts daemon.Options, s settings) int {
 		return 1
 	}
 	return int(exitCode.Load())
+}
+
+// WorkersPath answers GET with the workers this hive runs now, {"workers": [WorkerSpec...]}:
+// its configured workers less those stopped for good (idled out, failed) or drained. It is
+// the list the simulator's liveness check compares the queen's registry with, and what a
+// real-mode run reads at its end.
+const WorkersPath = "/v1/hive/workers"
+
+func workersHandler(d *daemon.D, self node.Addr) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		out := []api.WorkerSpec{}
+		if err := d.RT.Inspect(self, func(n node.Node) { out = n.(*hive.Hive).Workers() }); err != nil {
+			wire.WriteError(w, http.StatusServiceUnavailable, api.Errorf(api.CodeUnavailable,
+				"retry in a moment; if it persists, read the hive's log", "the hive is not running: %v", err))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"workers": out})
+	})
 }
 
 // parseWorker reads id=ID,model=MODEL,slots=N,device=D[,bytes=SIZE].

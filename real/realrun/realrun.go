@@ -548,9 +548,17 @@ func (r *run) collect() scenario.RealRun {
 		}
 		resp.Body.Close()
 	}
+	// What each hive runs now, as the simulator's liveness check reads it off the hive: a
+	// worker that idled out or failed for good is not expected in the registry. A hive that
+	// does not answer is expected to have all its workers registered.
 	rr.WantWorkers = map[string]api.WorkerSpec{}
 	for _, h := range r.sc.Hives {
-		for _, w := range h.Workers {
+		ws, err := r.hiveWorkers(h.Addr)
+		if err != nil {
+			r.log.Warn("cannot read a hive's workers; expecting all of them registered", "hive", h.Addr, "err", err)
+			ws = h.Workers
+		}
+		for _, w := range ws {
 			rr.WantWorkers[w.ID] = w
 		}
 	}
@@ -558,6 +566,25 @@ func (r *run) collect() scenario.RealRun {
 		rr.WantWorkers = nil // an overflowing registry holds some of them, by design
 	}
 	return rr
+}
+
+// hiveWorkers asks the hive at a for the workers it runs now (rbee-hive's /v1/hive/workers).
+func (r *run) hiveWorkers(a node.Addr) ([]api.WorkerSpec, error) {
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://127.0.0.1:" + strconv.Itoa(r.ports[a]) + "/v1/hive/workers")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /v1/hive/workers: %s", resp.Status)
+	}
+	var out struct {
+		Workers []api.WorkerSpec `json:"workers"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, fmt.Errorf("GET /v1/hive/workers: %w", err)
+	}
+	return out.Workers, nil
 }
 
 func (r *run) injectedCopy() map[string]int {
