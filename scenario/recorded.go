@@ -67,7 +67,16 @@ func JudgeRecorded(sc Scenario, rr RealRun, o Options) Result {
 	for _, c := range sc.CatalogClients {
 		r.catCli[c.Addr] = true
 	}
+	// Coverage marks: the harness's own, and every node.Mark a process recorded (in the
+	// simulator the Sim counts the nodes' marks; here their history files have them).
+	marks := map[string]int{}
+	for m, n := range rr.Marks { //det:sorted (a copy)
+		marks[m] += n
+	}
 	for _, e := range rr.Events {
+		if m, ok := e.Obs.(node.Mark); ok && e.Kind == "observe" {
+			marks[string(m)]++
+		}
 		switch e.Kind {
 		case "send":
 			if e.Msg != nil {
@@ -84,7 +93,7 @@ func JudgeRecorded(sc Scenario, rr RealRun, o Options) Result {
 		}
 	}
 	res := Result{Scenario: sc.ID, Seed: sc.Seed, Events: uint64(len(rr.Events)), WallSeconds: rr.Wall.Seconds(),
-		SimSeconds: rr.Wall.Seconds(), Marks: rr.Marks, Faults: rr.Faults, TraceHash: "real"}
+		SimSeconds: rr.Wall.Seconds(), Marks: marks, Faults: rr.Faults, TraceHash: "real"}
 	add := func(c CheckerResult) { res.Checkers = append(res.Checkers, c) }
 	res.annotate = r.faultAnnotations()
 

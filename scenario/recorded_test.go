@@ -52,6 +52,11 @@ func TestJudgeRecordedRegistry(t *testing.T) {
 	if bad.Passed || bad.FirstFailure().Stage != "linearizability" {
 		t.Fatalf("a lost update passed or failed elsewhere: %+v", bad.Checkers)
 	}
+	// The processes' coverage marks are counted, as the simulator counts its nodes'.
+	evs := append(recordedRegistry(false), Recorded{At: 7 * time.Millisecond, Kind: "observe", From: "queen", Obs: node.Mark("registry restored from log")})
+	if got := JudgeRecorded(sc, RealRun{Events: evs, Completed: 1}, Options{}).Marks["registry restored from log"]; got != 1 {
+		t.Errorf("mark counted %d times, want 1", got)
+	}
 	// No work at all is not a pass.
 	if idle := JudgeRecorded(sc, RealRun{Events: recordedRegistry(false)}, Options{}); idle.Passed {
 		t.Error("a run with no completed work passed")
