@@ -768,7 +768,29 @@ func (r *run) steps(chaosFor time.Duration) ([]chaos.Step, []string) {
 			skipped = append(skipped, desc+" (its target is not a process of this run)")
 		}
 	}
+	if r.workerProcesses() {
+		for _, s := range steps {
+			if k, _, _ := strings.Cut(s.Name, " "); strings.HasPrefix(k, "partition-") || strings.HasPrefix(k, "net-") {
+				// Worker processes advertise their own ports: the queen reaches them directly
+				// and a worker and its hive talk directly, not through a proxy (a worker's
+				// messages to the queen do cross its hive's proxy), so these faults miss
+				// most of a worker's links. The simulator cuts them all.
+				skipped = append(skipped, "partitions and network faults on the links of worker processes, which do not go through the proxies (queen -> worker and worker <-> hive are direct); the links between the queen, the hives and the clients are cut as scheduled")
+				break
+			}
+		}
+	}
 	return steps, skipped
+}
+
+// workerProcesses reports whether a hive of the run spawns worker processes.
+func (r *run) workerProcesses() bool {
+	for _, h := range r.sc.Hives {
+		if h.WorkerProcesses {
+			return true
+		}
+	}
+	return false
 }
 
 // step maps one fault to a step; ok is false when its targets are not processes of the run.
