@@ -124,3 +124,23 @@ func TestDeliverRefusesLocalOnlyAndSpoofedSenders(t *testing.T) {
 		}
 	})
 }
+
+// After Stop a message to a former port goes nowhere: not to Remote, as if another process
+// had the address.
+func TestNoRemoteAfterStop(t *testing.T) {
+	var mu sync.Mutex
+	var remote []node.Addr
+	rt := newTestRuntime(t, Config{Remote: func(from, to node.Addr, m node.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		remote = append(remote, to)
+	}})
+	mustDo(t, rt.AddPort("echo", func(s Send) Port { return &echoPort{send: s} }))
+	rt.Stop()
+	rt.Inject("test", "echo", ping{Seq: 1})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(remote) != 0 {
+		t.Errorf("after Stop, Remote got messages for %v", remote)
+	}
+}

@@ -251,8 +251,8 @@ func (rt *Runtime) send(from, to node.Addr, m node.Msg) {
 }
 
 // deliver puts m into to's mailbox or hands it to the port at to; an address this Runtime
-// does not have goes to Config.Remote; otherwise (down, or unknown without Remote) m is
-// dropped with a debug log.
+// does not have goes to Config.Remote; otherwise (down, stopped, or unknown without Remote)
+// m is dropped with a debug log.
 func (rt *Runtime) deliver(from, to node.Addr, m node.Msg) {
 	rt.mu.Lock()
 	p, isNode := rt.procs[to]
@@ -261,8 +261,12 @@ func (rt *Runtime) deliver(from, to node.Addr, m node.Msg) {
 		inc = p.live
 	}
 	port, isPort := rt.ports[to]
+	stopped := rt.stopped
 	rt.mu.Unlock()
 	switch {
+	case stopped:
+		// Stop emptied the ports: a message to one of them must not go to Remote as if its
+		// address were another process's.
 	case inc != nil:
 		if inc.box.push(envelope{from: from, msg: m}) {
 			return
