@@ -167,6 +167,12 @@ func Start(o Options) (*D, error) {
 	d.URL = o.Advertise
 	if d.URL == "" {
 		d.URL = "http://" + ln.Addr().String()
+		if a, ok := ln.Addr().(*net.TCPAddr); ok && a.IP.IsUnspecified() {
+			// Peers learn this URL from the messages this process sends, and 0.0.0.0 (or
+			// [::]) means "this machine" on theirs: only processes on this machine reach it.
+			log.Warn("listening on every interface without --advertise: other machines cannot reach this process at the URL it announces",
+				"announced", d.URL, "fix", fmt.Sprintf("pass --advertise http://<this machine's address>:%d", a.Port))
+		}
 	}
 	var trace func(real.TraceEvent)
 	if o.Record != "" {
