@@ -315,6 +315,11 @@ func (r *run) tokens() int {
 	return r.next
 }
 
+// LocalOnly implements real.LocalOnly: only the worker node of the engine's own process may
+// load models and generate through it; a message from another process would use the device
+// outside the worker's slots and the queen's admission.
+func (p *port) LocalOnly() bool { return true }
+
 // Close implements real.Port: it sends nothing more, stops every completion and load, waits
 // for their goroutines, and then releases the backend (stopping a server it started).
 func (p *port) Close() error {
