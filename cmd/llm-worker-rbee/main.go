@@ -5,6 +5,8 @@
 // sets:
 //
 //	RBEE_PEERS      routes to the hive and the queen: "hive-1=http://127.0.0.1:7900,queen=..."
+//	RBEE_LISTEN_HOST    the host to listen on (the hive's; default 127.0.0.1)
+//	RBEE_ADVERTISE_HOST the host the others reach it at (the host of the hive's URL)
 //	RBEE_API_KEY    the cluster's key (not needed with RBEE_DEV=1)
 //	RBEE_DEV        1: dev mode (no key, loopback only)
 //	RBEE_DATA_DIR   the data folder (default ~/.rbee); RBEE_MACHINE its machine folder
@@ -23,6 +25,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -63,10 +66,13 @@ func run(args []string) int {
 		Name:     "llm-worker-rbee",
 		DataDir:  os.Getenv("RBEE_DATA_DIR"),
 		Machine:  os.Getenv("RBEE_MACHINE"),
-		Listen:   "127.0.0.1:" + strconv.Itoa(port),
+		Listen:   net.JoinHostPort(envOr("RBEE_LISTEN_HOST", "127.0.0.1"), strconv.Itoa(port)),
 		Peers:    daemon.PeersFromEnv(),
 		Dev:      os.Getenv("RBEE_DEV") == "1",
 		LogLevel: envOr("RBEE_LOG_LEVEL", "info"),
+	}
+	if h := os.Getenv("RBEE_ADVERTISE_HOST"); h != "" {
+		opts.Advertise = "http://" + net.JoinHostPort(h, strconv.Itoa(port))
 	}
 	if dir := os.Getenv("RBEE_RECORD_DIR"); dir != "" {
 		opts.Record = filepath.Join(dir, cfg.ID+".jsonl")

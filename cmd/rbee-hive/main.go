@@ -14,7 +14,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,8 +168,15 @@ func serve(opts daemon.Options, s settings) int {
 	}
 	var table *proc.Table
 	if !s.inline {
+		listenHost, advertiseHost, err := workerHosts(opts.Listen, d.URL)
+		if err != nil {
+			return fail(err)
+		}
 		env := []string{
 			"RBEE_PEERS=" + s.addr + "=" + d.URL + "," + s.queen + "=" + s.queenURL,
+			// Workers listen where the hive listens and are announced on the hive's host, so
+			// a queen on another machine reaches them as it reaches the hive.
+			"RBEE_LISTEN_HOST=" + listenHost, "RBEE_ADVERTISE_HOST=" + advertiseHost,
 			"RBEE_DATA_DIR=" + d.Opts.DataDir, "RBEE_MACHINE=" + opts.Machine,
 			"RBEE_ENGINE=" + s.engine, "RBEE_EOS_MEAN=" + strconv.Itoa(s.eosMean), "RBEE_LOG_LEVEL=" + opts.LogLevel,
 		}
@@ -183,7 +192,7 @@ func serve(opts daemon.Options, s settings) int {
 			LogDir:   filepath.Join(d.Opts.DataDir, opts.Machine, "logs"),
 			Env:      env,
 			OnSpawn: func(a node.Addr, port int) {
-				if err := d.Transport.Learn(a, "http://127.0.0.1:"+strconv.Itoa(port)); err != nil {
+				if err := d.Transport.Learn(a, "http://"+net.JoinHostPort(advertiseHost, strconv.Itoa(port))); err != nil {
 					log.Warn("cannot route to a spawned worker", "worker", a, "err", err)
 				}
 			},
@@ -297,6 +306,20 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q: want a number with an optional unit, e.g. 24GiB", s)
 	}
 	return int64(n * float64(mult)), nil
+}
+
+// workerHosts are where worker processes listen (the hive's listen host) and the host they
+// are announced at (the host of the hive's advertised URL).
+func workerHosts(listen, advertised string) (listenHost, advertiseHost string, err error) {
+	listenHost, _, err = net.SplitHostPort(listen)
+	if err != nil {
+		return "", "", fmt.Errorf("--listen %q: %v", listen, err)
+	}
+	u, err := url.Parse(advertised)
+	if err != nil || u.Hostname() == "" {
+		return "", "", fmt.Errorf("the hive's URL %q has no host: pass --advertise http://HOST:PORT", advertised)
+	}
+	return listenHost, u.Hostname(), nil
 }
 
 // workerBinary finds llm-worker-rbee: the flag, else next to this program, else on PATH.

@@ -46,3 +46,17 @@ func TestBadCommandLines(t *testing.T) {
 		}
 	}
 }
+
+// Workers listen where the hive listens and are announced at the host of the hive's URL.
+func TestWorkerHosts(t *testing.T) {
+	l, a, err := workerHosts("0.0.0.0:7900", "http://10.1.2.3:7900")
+	if err != nil || l != "0.0.0.0" || a != "10.1.2.3" {
+		t.Fatalf("got %q %q %v", l, a, err)
+	}
+	if l, a, err := workerHosts("127.0.0.1:7900", "http://127.0.0.1:7900"); err != nil || l != "127.0.0.1" || a != "127.0.0.1" {
+		t.Fatalf("loopback: %q %q %v", l, a, err)
+	}
+	if _, _, err := workerHosts("nonsense", "http://x:1"); err == nil {
+		t.Error("a bad listen address was accepted")
+	}
+}
