@@ -111,6 +111,9 @@ func (m *monitors) checkCAS(at time.Duration, to node.Addr, r api.RegistryResp) 
 	}
 }
 
+// checkMaxRegistered names the monitor of the registry's size.
+const checkMaxRegistered = "never more than the maximum registered"
+
 func (m *monitors) results() []CheckerResult {
 	mk := func(name, violation, okDetail string) CheckerResult {
 		if violation != "" {
@@ -119,7 +122,7 @@ func (m *monitors) results() []CheckerResult {
 		return CheckerResult{Name: name, Stage: "monitors", OK: true, Detail: okDetail}
 	}
 	return []CheckerResult{
-		mk("never more than the maximum registered", m.overMax, fmt.Sprintf("maximum %d held on every event", m.max)),
+		mk(checkMaxRegistered, m.overMax, fmt.Sprintf("maximum %d held on every event", m.max)),
 		mk("a stale worker is never handed out", m.stale, fmt.Sprintf("%d hand-outs, all to healthy workers", m.handedOut)),
 		mk("exactly one winner per compare-and-set", m.twoWinners, fmt.Sprintf("%d winning compare-and-sets, one per version", m.casChecked)),
 	}
