@@ -86,3 +86,14 @@ func TestProgressBar(t *testing.T) {
 		}
 	}
 }
+
+func TestSpinnerShowsLoading(t *testing.T) {
+	var b bytes.Buffer
+	s := &spinner{w: &b, what: "starting"}
+	s.tick()
+	s.loading(45)
+	s.finish()
+	if got := b.String(); !strings.Contains(got, "starting ... 1s") || !strings.Contains(got, "loading the model  45%") {
+		t.Errorf("spinner wrote %q", got)
+	}
+}

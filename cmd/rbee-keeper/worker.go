@@ -60,6 +60,7 @@ func workerCmd(args []string, stdout, stderr io.Writer) int {
 	stop := proc.NotifyTerm(ctx, cancel)
 	defer stop()
 	bar := &progressBar{w: stderr, name: model}
+	spin := &spinner{w: stderr, what: "starting the worker (spawn, load the model, register)"}
 	answers := make(chan node.Msg, 16)
 	var send real.Send
 	if err := h.d.RT.AddPort("keeper", func(s real.Send) real.Port {
@@ -67,6 +68,10 @@ func workerCmd(args []string, stdout, stderr io.Writer) int {
 		return portFunc(func(_ node.Addr, m node.Msg) {
 			if p, ok := m.(provision.Progress); ok {
 				bar.update(p)
+				return
+			}
+			if l, ok := m.(api.WorkerLoading); ok {
+				spin.loading(l.Percent)
 				return
 			}
 			select {
@@ -95,7 +100,6 @@ func workerCmd(args []string, stdout, stderr io.Writer) int {
 		return printErr(stderr, "download", r.Err)
 	}
 	req.ReqID = rand.Uint64()
-	spin := &spinner{w: stderr, what: "starting the worker (spawn, load the model, register)"}
 	m, code = ask(ctx, send, node.Addr(hiveAddr), req, answers, func(m node.Msg) bool {
 		r, ok := m.(api.WorkerStartResp)
 		return ok && r.ReqID == req.ReqID
@@ -161,11 +165,21 @@ func printErr(stderr io.Writer, what string, e api.Error) int {
 
 // spinner writes "what ... 12s" on one line, once a second.
 type spinner struct {
-	mu    sync.Mutex
-	w     io.Writer
-	what  string
-	start time.Time
-	drew  bool
+	mu      sync.Mutex
+	w       io.Writer
+	what    string
+	start   time.Time
+	drew    bool
+	percent float64 // the worker's model loading, forwarded by the hive, once loaded is set
+	loaded  bool
+}
+
+// loading notes the worker's model loading progress and draws it at once.
+func (s *spinner) loading(percent float64) {
+	s.mu.Lock()
+	s.percent, s.loaded = percent, true
+	s.mu.Unlock()
+	s.tick()
 }
 
 func (s *spinner) tick() {
@@ -174,7 +188,11 @@ func (s *spinner) tick() {
 	if s.start.IsZero() {
 		s.start = time.Now().Add(-time.Second)
 	}
-	fmt.Fprintf(s.w, "\r%s ... %ds ", s.what, int(time.Since(s.start).Seconds()))
+	load := ""
+	if s.loaded {
+		load = fmt.Sprintf(", loading the model %3.0f%%", s.percent)
+	}
+	fmt.Fprintf(s.w, "\r%s ... %ds%s ", s.what, int(time.Since(s.start).Seconds()), load)
 	s.drew = true
 }
 

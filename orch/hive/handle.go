@@ -108,6 +108,11 @@ func (h *Hive) Handle(env node.Env, from node.Addr, m node.Msg) {
 		}
 	case api.WorkerLoading:
 		env.Log().Debug("worker loading", "worker", m.Worker, "percent", m.Percent)
+		// A client waiting for this worker's start sees the model load (rbee-keeper worker
+		// start draws it).
+		if op := h.start.byWorker[m.Worker]; op != nil && from == node.Addr(m.Worker) {
+			env.Send(op.key.from, m)
+		}
 	case api.DeviceFault:
 		h.handleDeviceFault(env, m)
 	case api.WorkerHang:

@@ -135,6 +135,13 @@ func TestWorkerStartColdChain(t *testing.T) {
 		t.Fatalf("answered %+v before the worker was ready", a)
 	}
 	l.deliver(client, startReq(7, "cuda:0"))
+	// The model's loading progress reaches the client waiting for the start; a report that
+	// claims to be another worker's does not.
+	l.deliver("hive-1-w1", api.WorkerLoading{Worker: "hive-1-w1", Percent: 40})
+	l.deliver("elsewhere", api.WorkerLoading{Worker: "hive-1-w1", Percent: 90})
+	if got := take[api.WorkerLoading](l, client); len(got) != 1 || got[0].Percent != 40 {
+		t.Fatalf("forwarded %+v to the client, want the worker's one report of 40%%", got)
+	}
 	reg := l.ready("hive-1-w1")
 	if reg.Spec.Model != startModelID || reg.Spec.Capability != "cuda:0" || reg.Spec.Slots != 2 {
 		t.Fatalf("registered %+v", reg.Spec)

@@ -463,6 +463,9 @@ func (c *InferClient) Handle(env node.Env, from node.Addr, m node.Msg) {
 		c.handleStartResp(env, from, r)
 		return
 	}
+	if _, ok := m.(api.WorkerLoading); ok {
+		return // a started worker's loading progress, forwarded by its hive: nothing to do
+	}
 	if from != c.cfg.Queen {
 		env.Log().Warn("inference client ignores a message from a stranger", "from", from, "msg", m.MsgName())
 		return
