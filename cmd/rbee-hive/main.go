@@ -54,6 +54,8 @@ type settings struct {
 	loadTimeout, idleTimeout    time.Duration
 	stopGrace                   time.Duration
 	deviceMemory                map[string]int64
+	// download is the provisioner's settings: the defaults, with the download flags applied.
+	download provision.Config
 }
 
 func run(args []string) int {
@@ -62,7 +64,7 @@ func run(args []string) int {
 	}
 	host, _ := os.Hostname()
 	opts := daemon.Options{Name: "rbee-hive", Listen: "127.0.0.1:7900"}
-	s := settings{modelBytes: map[string]int64{}, deviceMemory: map[string]int64{}}
+	s := settings{modelBytes: map[string]int64{}, deviceMemory: map[string]int64{}, download: provision.DefaultConfig()}
 	fs := flag.NewFlagSet("rbee-hive", flag.ContinueOnError)
 	opts.Flags(fs)
 	fs.StringVar(&opts.Machine, "machine", "local", "this machine's folder under --data-dir (hives on one machine share it)")
@@ -102,6 +104,7 @@ func run(args []string) int {
 		s.deviceMemory[dev] = n
 		return nil
 	})
+	downloadFlags(fs, &s.download)
 	if code, ok := daemon.ParseFlags(fs, args); !ok {
 		return code
 	}
@@ -119,8 +122,12 @@ func serve(opts daemon.Options, s settings) int {
 	cfg.WorkerStatusTimeout, cfg.LoadTimeout, cfg.IdleTimeout, cfg.StopGrace = s.statusTTL, s.loadTimeout, s.idleTimeout, s.stopGrace
 	cfg.Catalog, cfg.Version = s.catalog, daemon.Version
 	if s.catalog {
-		pcfg := provision.DefaultConfig()
+		pcfg := s.download
 		pcfg.Hub = "hub"
+		if err := pcfg.Validate(); err != nil {
+			fmt.Fprintln(os.Stderr, "rbee-hive: the download flags:", err)
+			return 2
+		}
 		cfg.Provision = &pcfg
 	}
 	if !s.inline {
@@ -306,6 +313,34 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q: want a number with an optional unit, e.g. 24GiB", s)
 	}
 	return int64(n * float64(mult)), nil
+}
+
+// downloadFlags are the flags of the provisioner's settings, read into c (which holds the
+// defaults): --download-bandwidth, --download-burst, --free-space-margin, --download-retries.
+func downloadFlags(fs *flag.FlagSet, c *provision.Config) {
+	fs.Var(sizeFlag{&c.BandwidthBytesPerSec}, "download-bandwidth", "the download rate limit in bytes per second (`SIZE`, e.g. 8MiB; 0: unlimited)")
+	fs.Var(sizeFlag{&c.BurstBytes}, "download-burst", "the download rate limit's burst, the bytes that may come at once (`SIZE`)")
+	fs.Var(sizeFlag{&c.FreeSpaceMarginBytes}, "free-space-margin", "the space a download must leave free on the disk (`SIZE`)")
+	fs.IntVar(&c.RetryAttemptsMax, "download-retries", c.RetryAttemptsMax, "consecutive failed attempts of a download (5xx, 429, resets, stalls, bad bodies) before it fails")
+}
+
+// sizeFlag is a flag of a size in bytes, read by parseSize (123, 64KiB, 8MiB, 1GiB).
+type sizeFlag struct{ p *int64 }
+
+func (f sizeFlag) String() string {
+	if f.p == nil {
+		return "0"
+	}
+	return strconv.FormatInt(*f.p, 10)
+}
+
+func (f sizeFlag) Set(v string) error {
+	n, err := parseSize(v)
+	if err != nil {
+		return err
+	}
+	*f.p = n
+	return nil
 }
 
 // workerHosts are where worker processes listen (the hive's listen host) and the host they

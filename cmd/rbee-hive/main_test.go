@@ -1,10 +1,12 @@
 package main
 
 import (
+	"flag"
 	"strings"
 	"testing"
 
 	"github.com/rbee-sim/rbee-sim/orch/api"
+	"github.com/rbee-sim/rbee-sim/orch/provision"
 )
 
 func TestParseWorker(t *testing.T) {
@@ -58,5 +60,33 @@ func TestWorkerHosts(t *testing.T) {
 	}
 	if _, _, err := workerHosts("nonsense", "http://x:1"); err == nil {
 		t.Error("a bad listen address was accepted")
+	}
+}
+
+// The download flags set the provisioner's bandwidth, burst, free-space margin and retries;
+// left out, they keep its defaults; a combination the provisioner refuses exits 2.
+func TestDownloadFlags(t *testing.T) {
+	c := provision.DefaultConfig()
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	downloadFlags(fs, &c)
+	if err := fs.Parse([]string{"--download-bandwidth", "2MiB", "--download-burst", "256KiB", "--free-space-margin", "0", "--download-retries", "3"}); err != nil {
+		t.Fatal(err)
+	}
+	if c.BandwidthBytesPerSec != 2<<20 || c.BurstBytes != 256<<10 || c.FreeSpaceMarginBytes != 0 || c.RetryAttemptsMax != 3 {
+		t.Fatalf("got bandwidth %d, burst %d, margin %d, retries %d", c.BandwidthBytesPerSec, c.BurstBytes, c.FreeSpaceMarginBytes, c.RetryAttemptsMax)
+	}
+	d := provision.DefaultConfig()
+	fs = flag.NewFlagSet("t", flag.ContinueOnError)
+	downloadFlags(fs, &d)
+	def := provision.DefaultConfig()
+	if err := fs.Parse(nil); err != nil || d.BandwidthBytesPerSec != def.BandwidthBytesPerSec || d.BurstBytes != def.BurstBytes ||
+		d.FreeSpaceMarginBytes != def.FreeSpaceMarginBytes || d.RetryAttemptsMax != def.RetryAttemptsMax {
+		t.Fatalf("no flags changed the defaults: %+v %v", d, err)
+	}
+	for _, args := range [][]string{{"--download-bandwidth", "1MiB", "--download-burst", "0"}, {"--download-retries", "0"},
+		{"--download-bandwidth", "fast"}} {
+		if code := run(append(args, "--inline-workers", "--listen", "127.0.0.1:0")); code != 2 {
+			t.Errorf("run(%q) = %d, want 2", args, code)
+		}
 	}
 }
