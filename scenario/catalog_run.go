@@ -380,7 +380,7 @@ func (r *run) checkBackupsKept() CheckerResult {
 		}
 		found := false
 		for _, m := range r.catalogMachines() {
-			if f, err := r.s.Disk(m).Open(e.Backup, false); err == nil {
+			if f, err := r.disk(m).Open(e.Backup, false); err == nil {
 				f.Close()
 				found = true
 			}
@@ -452,14 +452,11 @@ func catalogInvocations(ops []porcupine.Operation) map[reqKey]time.Duration {
 }
 
 func (r *run) finalCatalog(machine string) (map[string]catalog.Model, error) {
-	d := r.s.Disk(machine)
-	name := sqlitevfs.Register(d)
-	defer sqlitevfs.Unregister(name)
-	cat, _, err := catalog.Open(catalog.Options{Disk: d, VFS: name, Now: func() time.Time { return sim.Epoch.Add(r.s.Now()) }})
+	cat, closeCat, err := r.openFinalCatalog(machine)
 	if err != nil {
 		return nil, err
 	}
-	defer cat.Close()
+	defer closeCat()
 	out := map[string]catalog.Model{}
 	for _, p := range r.providers() {
 		token := ""
@@ -501,7 +498,7 @@ func (r *run) lostRegistrations(machine string, models map[string]catalog.Model,
 			continue
 		}
 		ack := r.catMon.registered[key]
-		if !fileIntact(r.s.Disk(machine), ack.LocalPath, ack.SHA256) || !r.catMon.mustSurvive(key, invoked) {
+		if !fileIntact(r.disk(machine), ack.LocalPath, ack.SHA256) || !r.catMon.mustSurvive(key, invoked) {
 			continue
 		}
 		got, ok := models[id]
@@ -529,7 +526,7 @@ func (r *run) lostV1Rows(machine string, models map[string]catalog.Model, invoke
 			continue
 		}
 		want := r.v1Model(i)
-		if !fileIntact(r.s.Disk(machine), want.LocalPath, want.SHA256) || !r.catMon.mustSurvive(machine+"|"+want.ID, invoked) {
+		if !fileIntact(r.disk(machine), want.LocalPath, want.SHA256) || !r.catMon.mustSurvive(machine+"|"+want.ID, invoked) {
 			continue
 		}
 		got, ok := models[want.ID]
@@ -550,7 +547,7 @@ func (r *run) invalidRows(machine string, models map[string]catalog.Model) []str
 	var problems []string
 	for _, id := range sortedKeys(models) {
 		m := models[id]
-		if !fileIntact(r.s.Disk(machine), m.LocalPath, m.SHA256) {
+		if !fileIntact(r.disk(machine), m.LocalPath, m.SHA256) {
 			problems = append(problems, fmt.Sprintf("%s: row %s points to %s, which is missing or fails validation", machine, id, m.LocalPath))
 		}
 	}

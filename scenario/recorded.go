@@ -46,6 +46,9 @@ type RealRun struct {
 	Skipped []string
 	Marks   map[string]int
 	Wall    time.Duration
+	// Disks are the machines' folders (machine -> the OS folder of its disk), where the
+	// catalog checks read the final catalogs and model files.
+	Disks map[string]string `json:",omitempty"`
 }
 
 // JudgeRecorded judges a run on real processes with the simulator's checkers that need only
@@ -56,7 +59,7 @@ type RealRun struct {
 func JudgeRecorded(sc Scenario, rr RealRun, o Options) Result {
 	r := &run{sc: sc, hist: model.NewHistory(), queen: sc.Queen.Addr, hives: map[node.Addr]bool{},
 		clients: map[node.Addr]bool{}, catHist: model.NewCatalogHistory(), catMon: newCatalogMonitor(),
-		catCli: map[node.Addr]bool{}}
+		catCli: map[node.Addr]bool{}, realDisks: rr.Disks}
 	r.mon = newMonitors(sc, nil)
 	for _, h := range sc.Hives {
 		r.hives[h.Addr] = true

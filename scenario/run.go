@@ -107,6 +107,8 @@ type run struct {
 	// goneResults are the results of inference clients that died for good (client-gone).
 	goneResults map[node.Addr][]keeper.InferResult
 	term        *terminalMonitor
+	// realDisks are the machines' folders after a run on real processes (RealRun.Disks).
+	realDisks map[string]string
 }
 
 // Run runs a valid scenario and judges it.
