@@ -17,9 +17,11 @@
 //     RevisionNotFound, 404 EntryNotFound.
 //
 // Faults, safe to set while serving: FailNext (429 or 5xx with Retry-After, as delta seconds
-// or, with Config.RetryAfterDate, an HTTP date), BreakNext (close the connection after some
-// body bytes), Gate, and a per-connection bandwidth limit (SetBandwidth). Stats and Requests
-// count and list what it answered.
+// or, with Config.RetryAfterDate, an HTTP date), HangNext (no answer until the client goes
+// away), BreakNext (close the connection after some body bytes), CorruptNext (one flipped
+// byte in a body), IgnoreRangeNext (200 with the whole file to a ranged GET), Gate, and a
+// per-connection bandwidth limit (SetBandwidth). Stats and Requests count and list what it
+// answered.
 //
 // Files are held as an io.ReaderAt: AddGGUF serves a synthetic GGUF of any size from a
 // gguf.Synthetic without holding it in memory (its sha256 is computed once, when it is added).
@@ -86,6 +88,8 @@ type File struct {
 
 // Request is one request as the server answered it.
 type Request struct {
+	// At is when the request arrived, by Config.Clock.
+	At     time.Time
 	Method string
 	// Host is the Host header: tells the hub's host from the CDN's when both are served.
 	Host string
@@ -99,7 +103,8 @@ type Request struct {
 	Status int
 	// Bytes counts the body bytes written.
 	Bytes int64
-	// Fault is "fail" (FailNext), "break" (BreakNext), or "".
+	// Fault is "fail" (FailNext), "hang" (HangNext), "break" (BreakNext), "corrupt"
+	// (CorruptNext), "ignore-range" (IgnoreRangeNext), several of these joined by commas, or "".
 	Fault string
 }
 
@@ -112,8 +117,10 @@ type Stats struct {
 	ByMethodStatus map[string]int
 	// BytesServed counts body bytes written, over all requests.
 	BytesServed int64
-	// Failed counts answers of FailNext; Broken counts bodies cut by BreakNext.
-	Failed, Broken int
+	// Failed counts answers of FailNext; Broken counts bodies cut by BreakNext; Hung counts
+	// requests HangNext left unanswered; Corrupted counts bodies CorruptNext flipped a byte of;
+	// RangesIgnored counts ranged GETs IgnoreRangeNext answered with the whole file.
+	Failed, Broken, Hung, Corrupted, RangesIgnored int
 }
 
 // Server is the fake hub, an http.Handler. Its methods are safe for concurrent use, while it
@@ -135,6 +142,9 @@ type Server struct {
 	failWait time.Duration
 	breakN   int
 	breakAt  int64
+	hangN    int
+	corruptN int
+	ignoreN  int
 	stats    Stats
 	reqs     []*Request
 }
@@ -246,6 +256,44 @@ func (s *Server) BreakNext(n int, afterBytes int64) {
 	s.breakN, s.breakAt = n, afterBytes
 }
 
+// HangNext makes the next n requests to /resolve/ (HEAD or GET) go unanswered: no status, no
+// body, until the client gives up or the connection closes (http.Server.Close closes it;
+// httptest.Server.Close waits for it). It replaces any earlier setting; n 0 turns it off. It
+// comes before FailNext: a hung request uses none of FailNext's n.
+func (s *Server) HangNext(n int) {
+	if n < 0 {
+		panic(fmt.Sprintf("fakehub: HangNext(%d): must not be negative", n))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hangN = n
+}
+
+// CorruptNext makes the next n non-empty GET bodies (200 or 206) carry one flipped byte (XOR
+// 0xFF), the one in the middle of the body's range, with headers (ETag, sizes) unchanged: a
+// client that checks the sha256 catches it. A body BreakNext cuts before that byte arrives
+// whole. It replaces any earlier setting; n 0 turns it off.
+func (s *Server) CorruptNext(n int) {
+	if n < 0 {
+		panic(fmt.Sprintf("fakehub: CorruptNext(%d): must not be negative", n))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.corruptN = n
+}
+
+// IgnoreRangeNext makes the next n GETs with a satisfiable Range be answered 200 with the
+// whole file, as a server that ignores Range does (the client must start over). It replaces
+// any earlier setting; n 0 turns it off.
+func (s *Server) IgnoreRangeNext(n int) {
+	if n < 0 {
+		panic(fmt.Sprintf("fakehub: IgnoreRangeNext(%d): must not be negative", n))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ignoreN = n
+}
+
 // Gate closes repo: requests for its files get 401 GatedRepo without a token and 403
 // GatedRepo with a token not in tokens (none: every token is refused).
 func (s *Server) Gate(repo string, tokens ...string) {
@@ -307,7 +355,7 @@ func (s *Server) Requests() []Request {
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rec := &Request{Method: r.Method, Host: r.Host, Path: r.URL.EscapedPath(), Range: r.Header.Get("Range"),
+	rec := &Request{At: s.cfg.Clock.Now(), Method: r.Method, Host: r.Host, Path: r.URL.EscapedPath(), Range: r.Header.Get("Range"),
 		Authorization: r.Header.Get("Authorization")}
 	s.mu.Lock()
 	s.reqs = append(s.reqs, rec)
@@ -350,6 +398,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // resolve answers /{repo}/resolve/{revision}/{file}: a fault, an error, a redirect or the body.
 func (s *Server) resolve(w http.ResponseWriter, r *http.Request, rec *Request, repo, rev, file string) {
 	s.mu.Lock()
+	if s.hangN > 0 {
+		s.hangN--
+		s.stats.Hung++
+		rec.Fault = "hang"
+		s.mu.Unlock()
+		<-r.Context().Done()
+		return
+	}
 	if s.failN > 0 {
 		s.failN--
 		status, wait := s.failCode, s.failWait
@@ -434,7 +490,9 @@ func (s *Server) answer(rec *Request, method string, status int, fault string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rec.Status = status
-	if fault != "" {
+	if fault != "" && rec.Fault != "" {
+		rec.Fault += "," + fault
+	} else if fault != "" {
 		rec.Fault = fault
 	}
 	s.stats.ByStatus[status]++
@@ -475,6 +533,17 @@ func (s *Server) serveBody(w http.ResponseWriter, r *http.Request, rec *Request,
 	h.Set("ETag", `"`+e.file.SHA256+`"`)
 	h.Set("Content-Type", "application/octet-stream")
 	start, end, status := parseRange(r.Header.Get("Range"), size)
+	var faults []string
+	if status == http.StatusPartialContent && r.Method == http.MethodGet {
+		s.mu.Lock()
+		if s.ignoreN > 0 {
+			s.ignoreN--
+			s.stats.RangesIgnored++
+			start, end, status = 0, size, http.StatusOK
+			faults = append(faults, "ignore-range")
+		}
+		s.mu.Unlock()
+	}
 	if status == http.StatusRequestedRangeNotSatisfiable {
 		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
 		s.fail(w, r, rec, status, "", fmt.Sprintf("Range %q is not satisfiable: the file has %d bytes",
@@ -485,20 +554,26 @@ func (s *Server) serveBody(w http.ResponseWriter, r *http.Request, rec *Request,
 		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end-1, size))
 	}
 	h.Set("Content-Length", strconv.FormatInt(end-start, 10))
-	cut := int64(-1)
-	fault := ""
+	cut, flip := int64(-1), int64(-1)
 	if r.Method == http.MethodGet {
 		s.mu.Lock()
 		if s.breakN > 0 {
 			s.breakN--
 			if s.breakAt < end-start {
-				cut, fault = s.breakAt, "break"
+				cut = s.breakAt
+				faults = append(faults, "break")
 				s.stats.Broken++
 			}
 		}
+		if s.corruptN > 0 && end > start {
+			s.corruptN--
+			flip = start + (end-start)/2
+			faults = append(faults, "corrupt")
+			s.stats.Corrupted++
+		}
 		s.mu.Unlock()
 	}
-	s.answer(rec, r.Method, status, fault)
+	s.answer(rec, r.Method, status, strings.Join(faults, ","))
 	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
 		return
@@ -507,7 +582,7 @@ func (s *Server) serveBody(w http.ResponseWriter, r *http.Request, rec *Request,
 	if cut >= 0 {
 		limit = cut
 	}
-	if !s.copyBody(w, r, rec, e, start, limit) {
+	if !s.copyBody(w, r, rec, e, start, limit, flip) {
 		return // the client went away
 	}
 	if cut >= 0 {
@@ -516,8 +591,9 @@ func (s *Server) serveBody(w http.ResponseWriter, r *http.Request, rec *Request,
 	}
 }
 
-// copyBody writes n bytes of e from off, paced by the bandwidth; false when a write failed.
-func (s *Server) copyBody(w http.ResponseWriter, r *http.Request, rec *Request, e *entry, off, n int64) bool {
+// copyBody writes n bytes of e from off, paced by the bandwidth, with the byte at file offset
+// flip (when not -1) XORed with 0xFF; false when a write failed.
+func (s *Server) copyBody(w http.ResponseWriter, r *http.Request, rec *Request, e *entry, off, n, flip int64) bool {
 	rc := http.NewResponseController(w)
 	buf := make([]byte, 32<<10)
 	began := time.Now()
@@ -546,6 +622,9 @@ func (s *Server) copyBody(w http.ResponseWriter, r *http.Request, rec *Request, 
 		if int64(k) < piece {
 			s.log.Error("fakehub: cannot read a file", "file", e.file.Name, "err", err)
 			return false
+		}
+		if at := flip - (off + sent); flip >= 0 && at >= 0 && at < piece {
+			buf[at] ^= 0xFF
 		}
 		k, err = w.Write(buf[:piece])
 		s.served(rec, int64(k))

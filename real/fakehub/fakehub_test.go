@@ -215,6 +215,65 @@ func TestBreakNextCutsTheBody(t *testing.T) {
 	}
 }
 
+// CorruptNext flips the middle byte of the next bodies (of a range too), headers unchanged;
+// IgnoreRangeNext answers ranged GETs with the whole file; both count down, and the request
+// log names them, with the time each request arrived.
+func TestCorruptNextAndIgnoreRangeNext(t *testing.T) {
+	mock := clock.NewMock()
+	s, srv, data, f := newServer(t, Config{Clock: mock})
+	url := srv.URL + "/cdn/" + f.SHA256
+	s.CorruptNext(2)
+	resp, b := do(t, http.DefaultClient, "GET", url, nil)
+	want := bytes.Clone(data)
+	want[10] ^= 0xFF
+	if resp.StatusCode != 200 || !bytes.Equal(b, want) || resp.Header.Get("ETag") != `"`+f.SHA256+`"` {
+		t.Fatalf("corrupt body: %d %q, want %q with the true ETag", resp.StatusCode, b, want)
+	}
+	resp, b = do(t, http.DefaultClient, "GET", url, map[string]string{"Range": "bytes=4-7"})
+	if resp.StatusCode != 206 || string(b) != "45"+string([]byte{'6' ^ 0xFF})+"7" {
+		t.Fatalf("corrupt range: %d %q", resp.StatusCode, b)
+	}
+	if resp, b = do(t, http.DefaultClient, "GET", url, nil); !bytes.Equal(b, data) {
+		t.Fatalf("CorruptNext(2) corrupted a third body: %d %q", resp.StatusCode, b)
+	}
+	s.IgnoreRangeNext(1)
+	mock.Add(time.Minute)
+	resp, b = do(t, http.DefaultClient, "GET", url, map[string]string{"Range": "bytes=5-"})
+	if resp.StatusCode != 200 || !bytes.Equal(b, data) || resp.Header.Get("Content-Range") != "" {
+		t.Fatalf("ignored range: %d %q %v", resp.StatusCode, b, resp.Header)
+	}
+	if resp, b = do(t, http.DefaultClient, "GET", url, map[string]string{"Range": "bytes=5-"}); resp.StatusCode != 206 || string(b) != string(data[5:]) {
+		t.Fatalf("the next range: %d %q", resp.StatusCode, b)
+	}
+	reqs := s.Requests()
+	if st := s.Stats(); st.Corrupted != 2 || st.RangesIgnored != 1 || reqs[0].Fault != "corrupt" || reqs[3].Fault != "ignore-range" ||
+		reqs[4].Fault != "" || !reqs[0].At.Equal(mock.Now().Add(-time.Minute)) || !reqs[3].At.Equal(mock.Now()) {
+		t.Fatalf("stats %+v, requests %+v", st, reqs)
+	}
+}
+
+// HangNext leaves requests to /resolve/ unanswered until the client gives up; the next one is
+// answered.
+func TestHangNext(t *testing.T) {
+	s, srv, _, _ := newServer(t, Config{})
+	s.HangNext(1)
+	c := &http.Client{Timeout: 200 * time.Millisecond, CheckRedirect: noFollow.CheckRedirect}
+	start := time.Now()
+	if resp, err := c.Head(srv.URL + "/acme/m/resolve/main/dir/m.bin"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a hung request was answered %d", resp.StatusCode)
+	}
+	if took := time.Since(start); took < 150*time.Millisecond {
+		t.Fatalf("the hung request ended after %v", took)
+	}
+	if resp, _ := do(t, noFollow, "HEAD", srv.URL+"/acme/m/resolve/main/dir/m.bin", nil); resp.StatusCode != 302 {
+		t.Fatalf("the next request: %d", resp.StatusCode)
+	}
+	if st, reqs := s.Stats(), s.Requests(); st.Hung != 1 || reqs[0].Fault != "hang" || reqs[0].Status != 0 {
+		t.Fatalf("stats %+v, requests %+v", st, reqs)
+	}
+}
+
 func TestAddGGUFRejectsABadSpec(t *testing.T) {
 	if _, err := New(Config{}).AddGGUF("a/b", "c.gguf", gguf.Spec{PayloadBytes: 3}); err == nil {
 		t.Fatal("a spec without an architecture was accepted")
