@@ -103,6 +103,8 @@ type Request struct {
 	Status int
 	// Bytes counts the body bytes written.
 	Bytes int64
+	// RetryAfter is the Retry-After sent (as the client reads it: whole seconds), 0 for none.
+	RetryAfter time.Duration
 	// Fault is "fail" (FailNext), "hang" (HangNext), "break" (BreakNext), "corrupt"
 	// (CorruptNext), "ignore-range" (IgnoreRangeNext), several of these joined by commas, or "".
 	Fault string
@@ -411,9 +413,10 @@ func (s *Server) resolve(w http.ResponseWriter, r *http.Request, rec *Request, r
 		status, wait := s.failCode, s.failWait
 		s.stats.Failed++
 		rec.Fault = "fail"
+		secs := int64((wait + time.Second - 1) / time.Second)
+		rec.RetryAfter = time.Duration(secs) * time.Second
 		s.mu.Unlock()
 		if wait > 0 {
-			secs := int64((wait + time.Second - 1) / time.Second)
 			if s.cfg.RetryAfterDate {
 				at := s.cfg.Clock.Now().Add(time.Duration(secs) * time.Second)
 				if at.Nanosecond() != 0 {

@@ -181,6 +181,9 @@ func TestFailNext(t *testing.T) {
 		if st := s.Stats(); st.Failed != 2 || st.ByStatus[tc.status] != 2 {
 			t.Errorf("stats %+v", st)
 		}
+		if got := s.Requests()[0].RetryAfter; tc.header != "" && got%time.Second != 0 || got < tc.wait || got >= tc.wait+time.Second {
+			t.Errorf("FailNext(2, %d, %v): the request log says Retry-After %v", tc.status, tc.wait, got)
+		}
 	}
 }
 
