@@ -316,12 +316,14 @@ func parseSize(s string) (int64, error) {
 }
 
 // downloadFlags are the flags of the provisioner's settings, read into c (which holds the
-// defaults): --download-bandwidth, --download-burst, --free-space-margin, --download-retries.
+// defaults): --download-bandwidth, --download-burst, --free-space-margin, --download-retries,
+// --download-stall-timeout.
 func downloadFlags(fs *flag.FlagSet, c *provision.Config) {
 	fs.Var(sizeFlag{&c.BandwidthBytesPerSec}, "download-bandwidth", "the download rate limit in bytes per second (`SIZE`, e.g. 8MiB; 0: unlimited)")
 	fs.Var(sizeFlag{&c.BurstBytes}, "download-burst", "the download rate limit's burst, the bytes that may come at once (`SIZE`)")
 	fs.Var(sizeFlag{&c.FreeSpaceMarginBytes}, "free-space-margin", "the space a download must leave free on the disk (`SIZE`)")
 	fs.IntVar(&c.RetryAttemptsMax, "download-retries", c.RetryAttemptsMax, "consecutive failed attempts of a download (5xx, 429, resets, stalls, bad bodies) before it fails")
+	fs.DurationVar(&c.ChunkTimeout, "download-stall-timeout", c.ChunkTimeout, "how long a download may go without an answer or body bytes before it is counted as stalled and retried")
 }
 
 // sizeFlag is a flag of a size in bytes, read by parseSize (123, 64KiB, 8MiB, 1GiB).

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rbee-sim/rbee-sim/orch/api"
 	"github.com/rbee-sim/rbee-sim/orch/provision"
@@ -69,22 +70,23 @@ func TestDownloadFlags(t *testing.T) {
 	c := provision.DefaultConfig()
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	downloadFlags(fs, &c)
-	if err := fs.Parse([]string{"--download-bandwidth", "2MiB", "--download-burst", "256KiB", "--free-space-margin", "0", "--download-retries", "3"}); err != nil {
+	if err := fs.Parse([]string{"--download-bandwidth", "2MiB", "--download-burst", "256KiB", "--free-space-margin", "0", "--download-retries", "3",
+		"--download-stall-timeout", "5s"}); err != nil {
 		t.Fatal(err)
 	}
-	if c.BandwidthBytesPerSec != 2<<20 || c.BurstBytes != 256<<10 || c.FreeSpaceMarginBytes != 0 || c.RetryAttemptsMax != 3 {
-		t.Fatalf("got bandwidth %d, burst %d, margin %d, retries %d", c.BandwidthBytesPerSec, c.BurstBytes, c.FreeSpaceMarginBytes, c.RetryAttemptsMax)
+	if c.BandwidthBytesPerSec != 2<<20 || c.BurstBytes != 256<<10 || c.FreeSpaceMarginBytes != 0 || c.RetryAttemptsMax != 3 || c.ChunkTimeout != 5*time.Second {
+		t.Fatalf("got bandwidth %d, burst %d, margin %d, retries %d, stall timeout %v", c.BandwidthBytesPerSec, c.BurstBytes, c.FreeSpaceMarginBytes, c.RetryAttemptsMax, c.ChunkTimeout)
 	}
 	d := provision.DefaultConfig()
 	fs = flag.NewFlagSet("t", flag.ContinueOnError)
 	downloadFlags(fs, &d)
 	def := provision.DefaultConfig()
 	if err := fs.Parse(nil); err != nil || d.BandwidthBytesPerSec != def.BandwidthBytesPerSec || d.BurstBytes != def.BurstBytes ||
-		d.FreeSpaceMarginBytes != def.FreeSpaceMarginBytes || d.RetryAttemptsMax != def.RetryAttemptsMax {
+		d.FreeSpaceMarginBytes != def.FreeSpaceMarginBytes || d.RetryAttemptsMax != def.RetryAttemptsMax || d.ChunkTimeout != def.ChunkTimeout {
 		t.Fatalf("no flags changed the defaults: %+v %v", d, err)
 	}
 	for _, args := range [][]string{{"--download-bandwidth", "1MiB", "--download-burst", "0"}, {"--download-retries", "0"},
-		{"--download-bandwidth", "fast"}} {
+		{"--download-bandwidth", "fast"}, {"--download-stall-timeout", "0s"}} {
 		if code := run(append(args, "--inline-workers", "--listen", "127.0.0.1:0")); code != 2 {
 			t.Errorf("run(%q) = %d, want 2", args, code)
 		}
