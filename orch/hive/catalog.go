@@ -42,12 +42,25 @@ func (h *Hive) openCatalog(env node.Env) error {
 	return nil
 }
 
+// osFolder is a disk that is a folder of the operating system (the real runtime's disks).
+type osFolder interface{ Dir() string }
+
+// catalogOptions opens the catalog through SQLite's own VFS in the disk's folder when the disk
+// is an OS folder: its locks are the operating system's, which the other processes sharing
+// the file (hive processes on one machine) see. sqlitevfs keeps its locks inside this process,
+// right for the simulator's nodes, but two hive processes would write the file at once.
 func (h *Hive) catalogOptions(env node.Env) catalog.Options {
+	o := catalog.Options{Disk: env.Disk(), Path: h.cfg.CatalogPath, ModelsDir: h.cfg.ModelsDir,
+		Now: env.Now, Log: env.Log(), Plants: h.cfg.Plants, BusyTimeout: h.cfg.CatalogBusyTimeout}
+	if d, ok := env.Disk().(osFolder); ok {
+		o.Dir = d.Dir()
+		return o
+	}
 	if h.catalog.vfs == "" {
 		h.catalog.vfs = sqlitevfs.Register(env.Disk())
 	}
-	return catalog.Options{Disk: env.Disk(), VFS: h.catalog.vfs, Path: h.cfg.CatalogPath, ModelsDir: h.cfg.ModelsDir,
-		Now: env.Now, Log: env.Log(), Plants: h.cfg.Plants, BusyTimeout: h.cfg.CatalogBusyTimeout}
+	o.VFS = h.catalog.vfs
+	return o
 }
 
 func (h *Hive) reportCatalogEvents(env node.Env, events []catalog.Event) {
@@ -66,7 +79,8 @@ func (h *Hive) reportCatalogEvents(env node.Env, events []catalog.Event) {
 // Close is the process dying: the runtime calls it on a crash. Like an operating system it
 // releases the catalog file's locks without writing anything: the VFS is unregistered first,
 // so the connection's last calls fail instead of touching the disk, and an unfinished
-// transaction is left for the next process to roll back from its journal.
+// transaction is left for the next process to roll back from its journal. (On an OS folder
+// the connection is closed; the process's exit releases its locks.)
 func (h *Hive) Close() error {
 	if h.catalog.vfs != "" {
 		sqlitevfs.Unregister(h.catalog.vfs)
