@@ -86,3 +86,19 @@ func TestJudgeRecordedCatalogReadsRealDisks(t *testing.T) {
 		t.Errorf("ModelFileBytes: %d bytes, the v1 row says %d", len(b), row.SizeBytes)
 	}
 }
+
+// JudgeRecorded counts the harness's marks of its monitors as Run does: two registrations of
+// one model in flight at once on one machine's catalog is the raced mark the catalog
+// scenarios require.
+func TestJudgeRecordedCountsRacedRegistrations(t *testing.T) {
+	sc := Scenario{ID: "real/raced", Queen: QueenSpec{Addr: "queen", MaxWorkers: 8},
+		Hives: []HiveSpec{{Addr: "hive-1", Machine: "m", Catalog: true}, {Addr: "hive-2", Machine: "m", Catalog: true}},
+		CatalogClients: []CatalogClientSpec{{Addr: "keeper-1", Client: keeper.CatalogConfig{Hives: []node.Addr{"hive-1", "hive-2"},
+			Provider: "hf", References: []string{"a/b/c.gguf"}}}}}
+	ms := time.Millisecond
+	a, b := api.CatalogRegisterReq{ReqID: 1, Provider: "hf", Reference: "a/b/c.gguf"}, api.CatalogRegisterReq{ReqID: 2, Provider: "hf", Reference: "a/b/c.gguf"}
+	evs := []Recorded{{At: ms, Kind: "send", From: "keeper-1", To: "hive-1", Msg: a}, {At: 2 * ms, Kind: "send", From: "keeper-1", To: "hive-2", Msg: b}}
+	if got := JudgeRecorded(sc, RealRun{Events: evs, CatalogOps: 2}, Options{}).Marks[markRaced]; got != 1 {
+		t.Fatalf("raced mark counted %d times, want 1", got)
+	}
+}

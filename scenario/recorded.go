@@ -95,6 +95,13 @@ func JudgeRecorded(sc Scenario, rr RealRun, o Options) Result {
 			}
 		}
 	}
+	// The marks Run counts off the monitors, as it does.
+	if r.mon.contended > 0 {
+		marks[markContended] += r.mon.contended
+	}
+	if r.catMon.raced > 0 {
+		marks[markRaced] += r.catMon.raced
+	}
 	res := Result{Scenario: sc.ID, Seed: sc.Seed, Events: uint64(len(rr.Events)), WallSeconds: rr.Wall.Seconds(),
 		SimSeconds: rr.Wall.Seconds(), Marks: marks, Faults: rr.Faults, TraceHash: "real"}
 	add := func(c CheckerResult) { res.Checkers = append(res.Checkers, c) }
