@@ -9,8 +9,17 @@
 // the scenario's partitions cut exactly the links they name. Faults are injected for real:
 // crash-restart is SIGKILL and a restart, pause is SIGSTOP and SIGCONT, partitions are proxy
 // partitions, network delay and loss are proxy delay and resets. Fault kinds with no real
-// injector (clock, disk and power faults, duplication, reordering) are left out and listed in
-// the result, never silently dropped.
+// injector (clock and power faults, disk faults other than corrupting the catalog file,
+// duplication, reordering) are left out and listed in the result, never silently dropped.
+//
+// A scenario's hub is a fake hub (real/fakehub) in the harness, which each hive reaches
+// through a proxy of its own (--hub-url); the hub faults are its FailNext, HangNext,
+// BreakNext, CorruptNext and IgnoreRangeNext (see hubActionOf). Model files are written into
+// the machines' folders (<Dir>/data/<machine>/) with the simulator's bytes: those present at
+// the start before the hives start, with the schema-v1 catalogs some scenarios start with;
+// later ones (and deletions by hand) at their scaled times. The catalog's disk faults corrupt
+// the real catalog file (chaos.CorruptFile). Catalog clients run in harness processes, like
+// the other clients.
 //
 // A real run is not deterministic and runs in wall-clock time, so the scenario's chaos and
 // settle phases are capped (Options.Chaos, Options.Settle) and faults that start after the cap
@@ -42,8 +51,10 @@ import (
 
 	"github.com/rbee-sim/rbee-sim/faults"
 	"github.com/rbee-sim/rbee-sim/orch/api"
+	"github.com/rbee-sim/rbee-sim/orch/catalog"
 	"github.com/rbee-sim/rbee-sim/orch/keeper"
 	"github.com/rbee-sim/rbee-sim/orch/node"
+	"github.com/rbee-sim/rbee-sim/orch/provision"
 	"github.com/rbee-sim/rbee-sim/real/chaos"
 	"github.com/rbee-sim/rbee-sim/real/cluster"
 	"github.com/rbee-sim/rbee-sim/real/record"
@@ -77,14 +88,8 @@ func (u Unsupported) Error() string {
 // Check says whether sc can run on real processes.
 func Check(sc scenario.Scenario) error {
 	var why []string
-	if sc.Hub != nil {
-		why = append(why, "it downloads from a simulated hub (real runs of downloads are the CI tests in real/cluster)")
-	}
-	if len(sc.Models) > 0 {
-		why = append(why, "it places model files on the machines before the start")
-	}
-	if len(sc.CatalogClients) > 0 {
-		why = append(why, "it has catalog clients")
+	if err := checkHub(sc); err != nil {
+		why = append(why, err.Error())
 	}
 	for _, h := range sc.Hives {
 		switch {
@@ -97,6 +102,9 @@ func Check(sc scenario.Scenario) error {
 	}
 	if len(sc.WorkerStarts) > 0 {
 		why = append(why, "it starts workers late")
+	}
+	if len(sc.Plants) > 0 {
+		why = append(why, "it switches planted bugs on (the binaries are built without the plant tag)")
 	}
 	if len(why) > 0 {
 		return Unsupported{Why: why}
@@ -124,9 +132,11 @@ type run struct {
 	clients map[node.Addr]*cluster.Harness
 	writers []*record.Writer
 	proxies map[[2]node.Addr]*chaos.Proxy // [from, to] -> the proxy from's messages to to cross
+	hub     *hubRun                       // the scenario's hub, if it has one
 
 	mu       sync.Mutex
 	injected map[string]int
+	marks    map[string]int // the harness's coverage marks
 	timeline []chaos.Event
 	net      netFaults // under mu
 }
@@ -168,7 +178,7 @@ func Run(ctx context.Context, sc scenario.Scenario, o Options) (scenario.Result,
 	}
 	r := &run{sc: sc, o: o, log: o.Logger, ports: map[node.Addr]int{}, servers: map[node.Addr]*proc{},
 		clients: map[node.Addr]*cluster.Harness{}, proxies: map[[2]node.Addr]*chaos.Proxy{}, injected: map[string]int{},
-		net: netFaults{cuts: map[*chaos.Proxy]int{}}}
+		marks: map[string]int{}, net: netFaults{cuts: map[*chaos.Proxy]int{}}}
 	defer r.teardown()
 	if err := r.setUp(ctx); err != nil {
 		return scenario.Result{}, err
@@ -177,6 +187,12 @@ func Run(ctx context.Context, sc scenario.Scenario, o Options) (scenario.Result,
 	settleFor := min(sc.Settle, o.Settle)
 	steps, skipped := r.steps(chaosFor)
 	r.say("chaos phase: %v, %d faults (%d left out), the scenario's fault times scaled by %.3f", chaosFor, len(steps), len(skipped), r.scale(chaosFor))
+	// Model files that appear or are deleted during the run are steps too (not faults).
+	msteps, mskipped := r.modelSteps(chaosFor, r.scale(chaosFor))
+	steps, skipped = append(steps, msteps...), append(skipped, mskipped...)
+	if len(sc.Downlinks) > 0 {
+		skipped = append(skipped, "the machines' downlink limits (downlinks: no real injector; the hives' downloads and control traffic share no limited link)")
+	}
 	cctx, cancel := context.WithTimeout(ctx, chaosFor)
 	// It undoes every fault still on when it ends. A step that failed is in the timeline with
 	// its error (and was said as it happened); the run goes on and is judged without it.
@@ -203,8 +219,12 @@ func Run(ctx context.Context, sc scenario.Scenario, o Options) (scenario.Result,
 	}
 	rr.Events = evs
 	rr.Wall = time.Since(r.start)
-	res := scenario.JudgeRecorded(sc, rr, scenario.Options{})
-	if err := r.writeResult(res, rr); err != nil {
+	hl := r.hub.log(sc)
+	for m, n := range harnessMarks(sc, evs, hl) { //det:sorted (a sum)
+		rr.Marks[m] += n
+	}
+	res := judge(sc, rr, hl)
+	if err := r.writeResult(res, rr, hl); err != nil {
 		return res, err
 	}
 	return res, nil
@@ -240,6 +260,9 @@ func (r *run) clientAddrs() []node.Addr {
 	for _, c := range r.sc.InferClients {
 		out = append(out, c.Addr)
 	}
+	for _, c := range r.sc.CatalogClients {
+		out = append(out, c.Addr)
+	}
 	return out
 }
 
@@ -266,6 +289,14 @@ func (r *run) setUp(ctx context.Context) error {
 				return fmt.Errorf("realrun: proxy %s -> %s: %w", from, to, err)
 			}
 			r.proxies[[2]node.Addr{from, to}] = px
+		}
+	}
+	if err := r.placeModels(); err != nil {
+		return err
+	}
+	if r.sc.Hub != nil {
+		if err := r.startHub(); err != nil {
+			return err
 		}
 	}
 	if err := r.startQueen(ctx); err != nil {
@@ -386,14 +417,47 @@ func (r *run) startHive(ctx context.Context, h scenario.HiveSpec) error {
 			args = append(args, "--idle-timeout", h.IdleTimeout.String())
 		}
 	}
-	if err := r.startServer(ctx, h.Addr, cluster.Hive, args); err != nil {
-		return err
+	var env []string
+	if r.hub != nil && h.Catalog {
+		// The hive downloads from the fake hub through its proxy, anonymously (a token in the
+		// harness's environment would open the gated repositories).
+		args = append(args, "--hub-url", "http://"+r.proxies[[2]node.Addr{h.Addr, scenario.HubAddr}].Addr())
+		env = append(env, "HF_TOKEN=")
+		args = append(args, provisionerFlags(r.sc.Provisioner, r.scale(min(r.sc.Chaos, r.o.Chaos)))...)
 	}
-	return nil
+	return r.startServer(ctx, h.Addr, cluster.Hive, args, env...)
 }
 
-func (r *run) startServer(ctx context.Context, a node.Addr, bin string, args []string) error {
-	p := &cluster.Proc{Name: string(a), Bin: r.o.Bins.Path(bin), Args: args,
+// minStallTimeout is the shortest stall timeout a hive's downloads get in a compressed run.
+const minStallTimeout = 5 * time.Second
+
+// provisionerFlags are rbee-hive's flags for the scenario's download settings: those it sets
+// (zero fields keep the provisioner's defaults, as in the simulator), and the stall timeout
+// compressed by k as the faults are, but not below minStallTimeout (a hung request must time
+// out within the real run's phases, not after the provisioner's 30s).
+func provisionerFlags(p *scenario.ProvisionerSpec, k float64) []string {
+	stall := max(time.Duration(float64(provision.DefaultConfig().ChunkTimeout)*k), minStallTimeout)
+	out := []string{"--download-stall-timeout", stall.String()}
+	if p == nil {
+		return out
+	}
+	if p.BandwidthBytesPerSec > 0 {
+		out = append(out, "--download-bandwidth", strconv.FormatInt(p.BandwidthBytesPerSec, 10))
+	}
+	if p.BurstBytes > 0 {
+		out = append(out, "--download-burst", strconv.FormatInt(p.BurstBytes, 10))
+	}
+	if p.FreeSpaceMarginBytes > 0 {
+		out = append(out, "--free-space-margin", strconv.FormatInt(p.FreeSpaceMarginBytes, 10))
+	}
+	if p.RetryAttemptsMax > 0 {
+		out = append(out, "--download-retries", strconv.Itoa(p.RetryAttemptsMax))
+	}
+	return out
+}
+
+func (r *run) startServer(ctx context.Context, a node.Addr, bin string, args []string, env ...string) error {
+	p := &cluster.Proc{Name: string(a), Bin: r.o.Bins.Path(bin), Args: args, Env: env,
 		URL: "http://127.0.0.1:" + strconv.Itoa(r.ports[a]), LogDir: filepath.Join(r.o.Dir, "logs")}
 	r.servers[a] = &proc{addr: a, p: p, port: r.ports[a]}
 	if err := p.Start(); err != nil {
@@ -425,6 +489,21 @@ func (r *run) startClients() error {
 			icfg.Requests[j].At = time.Duration(float64(icfg.Requests[j].At) * k)
 		}
 		if err := r.startClient(c.Addr, uint64(1000+i), func() node.Node { return keeper.NewInferClient(icfg) }); err != nil {
+			return err
+		}
+	}
+	for i, c := range r.sc.CatalogClients {
+		ccfg := c.Client
+		// Its pace and its script are compressed as the faults are (1s is the default pause).
+		if ccfg.ThinkTime == 0 {
+			ccfg.ThinkTime = time.Second
+		}
+		ccfg.ThinkTime = r.scaled(ccfg.ThinkTime, k)
+		ccfg.Script = append([]keeper.CatalogStep(nil), ccfg.Script...)
+		for j := range ccfg.Script {
+			ccfg.Script[j].At = time.Duration(float64(ccfg.Script[j].At) * k)
+		}
+		if err := r.startClient(c.Addr, uint64(2000+i), func() node.Node { return keeper.NewCatalogClient(ccfg) }); err != nil {
 			return err
 		}
 	}
@@ -531,9 +610,18 @@ func (r *run) waitInferClients(ctx context.Context, bound time.Duration) bool {
 
 // collect reads what the judge needs off the clients and the queen, at the end of settling.
 func (r *run) collect() scenario.RealRun {
-	rr := scenario.RealRun{InferResults: map[node.Addr][]keeper.InferResult{}, Faults: r.injectedCopy(), Marks: map[string]int{}}
+	rr := scenario.RealRun{InferResults: map[node.Addr][]keeper.InferResult{}, Faults: r.injectedCopy(), Marks: r.hubMarks(),
+		Disks: r.machineDisks()}
+	r.mu.Lock()
+	for m, n := range r.marks { //det:sorted (a sum)
+		rr.Marks[m] += n
+	}
+	r.mu.Unlock()
 	for _, c := range r.sc.Clients {
 		r.clients[c.Addr].RT.Inspect(c.Addr, func(n node.Node) { rr.Completed += n.(*keeper.Keeper).Stats().Completed })
+	}
+	for _, c := range r.sc.CatalogClients {
+		r.clients[c.Addr].RT.Inspect(c.Addr, func(n node.Node) { rr.CatalogOps += n.(*keeper.CatalogClient).Stats().Operations })
 	}
 	for _, c := range r.sc.InferClients {
 		r.clients[c.Addr].RT.Inspect(c.Addr, func(n node.Node) { rr.InferResults[c.Addr] = n.(*keeper.InferClient).Results() })
@@ -628,6 +716,7 @@ func (r *run) teardown() {
 	for _, px := range r.proxies {
 		px.Close()
 	}
+	r.hub.close()
 }
 
 // readRecords merges every process's history, times relative to the start of the run.
@@ -649,7 +738,16 @@ func (r *run) readRecords() ([]scenario.Recorded, error) {
 
 // writeResult writes result.json (the verdict, the faults injected and left out, the
 // timeline) into the run folder, and porcupine's page when linearizability failed.
-func (r *run) writeResult(res scenario.Result, rr scenario.RealRun) error {
+func (r *run) writeResult(res scenario.Result, rr scenario.RealRun, hl *hubLog) error {
+	if hl != nil {
+		b, err := json.Marshal(hl)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(r.o.Dir, "hub.json"), b, 0o644); err != nil {
+			return err
+		}
+	}
 	rr.Events = nil // they are in records/
 	out := resultFile{Mode: "real", Started: r.start.UnixNano(), Result: res, Skipped: rr.Skipped, Timeline: timelineOf(r.timeline),
 		Scenario: r.sc, Run: rr}
@@ -717,13 +815,22 @@ func JudgeDir(dir string) (scenario.Result, error) {
 	}
 	rr := rf.Run
 	rr.Events = evs
-	return scenario.JudgeRecorded(rf.Scenario, rr, scenario.Options{}), nil
+	var hl *hubLog
+	if b, err := os.ReadFile(filepath.Join(dir, "hub.json")); err == nil {
+		hl = &hubLog{}
+		if err := json.Unmarshal(b, hl); err != nil {
+			return scenario.Result{}, fmt.Errorf("realrun: %s/hub.json: %w", dir, err)
+		}
+	}
+	return judge(rf.Scenario, rr, hl), nil
 }
 
 // faultKinds that have a real injector.
 var realKinds = map[string]bool{
 	"crash-restart": true, "pause": true, "partition-isolate": true, "partition-symmetric": true,
 	"partition-oneway": true, "partition-split": true, "net-delay": true, "net-loss": true,
+	"hub-5xx": true, "hub-rate-limit": true, "hub-reset": true, "hub-hang": true, "hub-corrupt": true, "hub-ignore-range": true,
+	"disk-flip": true, "disk-clobber-header": true, "disk-truncate": true,
 }
 
 // scale is the factor the scenario's fault times are multiplied by: a simulated chaos phase
@@ -757,6 +864,9 @@ func (r *run) steps(chaosFor time.Duration) ([]chaos.Step, []string) {
 		switch {
 		case !realKinds[f.Kind]:
 			skipped = append(skipped, desc+" (no real injector)")
+			continue
+		case corruptions[f.Kind] != 0 && f.File != catalog.DefaultPath:
+			skipped = append(skipped, desc+" of "+f.File+" (only the catalog file is corrupted for real)")
 			continue
 		case f.At >= chaosFor:
 			skipped = append(skipped, desc+fmt.Sprintf(" (after the real chaos phase of %v)", chaosFor))
@@ -844,8 +954,16 @@ func (r *run) step(f faults.Fault) (chaos.Step, bool) {
 		p := float64(f.Value) / 1000 // per-mille of messages
 		s.Do = func() error { return r.setNet(func(n *netFaults) { n.losses = append(n.losses, p) }) }
 		s.Undo = func() error { return r.setNet(func(n *netFaults) { n.losses = removeOne(n.losses, p) }) }
+	case "disk-flip", "disk-clobber-header", "disk-truncate":
+		var ok bool
+		if s, ok = r.diskStep(s, f); !ok {
+			return s, false
+		}
 	default:
-		return s, false
+		var ok bool
+		if s, ok = r.hubStep(s, f); !ok {
+			return s, false
+		}
 	}
 	do := s.Do
 	s.Do = func() error {
@@ -900,7 +1018,10 @@ func (r *run) setNet(change func(*netFaults)) error {
 		kept *= 1 - p
 	}
 	var errs []error
-	for _, px := range r.allProxies() {
+	for k, px := range r.proxies {
+		if k[1] == scenario.HubAddr {
+			continue // a hive's connection to the hub is left alone, as in the simulator
+		}
 		errs = append(errs, px.SetDelay(delay, 0), px.SetDrop((1-kept)/20))
 	}
 	return errors.Join(errs...)
@@ -971,7 +1092,8 @@ func (r *run) links(f faults.Fault) []*chaos.Proxy {
 	}
 	switch f.Kind {
 	case "partition-isolate":
-		for _, o := range r.addrs() {
+		// The hive's link to the hub too, as the simulator's partition cuts every link.
+		for _, o := range append(r.addrs(), scenario.HubAddr) {
 			add(f.Targets[0], o)
 			add(o, f.Targets[0])
 		}
@@ -993,14 +1115,6 @@ func (r *run) links(f faults.Fault) []*chaos.Proxy {
 				}
 			}
 		}
-	}
-	return out
-}
-
-func (r *run) allProxies() []*chaos.Proxy {
-	out := make([]*chaos.Proxy, 0, len(r.proxies))
-	for _, px := range r.proxies {
-		out = append(out, px)
 	}
 	return out
 }

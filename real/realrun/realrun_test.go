@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,16 +27,9 @@ func TestRealRegistryRunIsLinearizable(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("the go tool is not on PATH: cannot build the binaries")
 	}
-	root, err := cluster.ModuleRoot(".")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	bins, err := cluster.Build(ctx, root, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	bins := buildBins(t)
 	e, err := scenario.Lookup("registry/persistence")
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +63,116 @@ func TestRealRegistryRunIsLinearizable(t *testing.T) {
 	}
 	if bad.Passed || checker(t, bad, "registry linearizable").OK {
 		t.Fatalf("a tampered history passed: %+v", bad.Checkers)
+	}
+}
+
+var (
+	binsOnce sync.Once
+	bins     cluster.Bins
+	binsDir  string
+	binsErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binsDir != "" {
+		os.RemoveAll(binsDir)
+	}
+	os.Exit(code)
+}
+
+// buildBins builds the binaries once for the tests of the package.
+func buildBins(t *testing.T) cluster.Bins {
+	t.Helper()
+	binsOnce.Do(func() {
+		root, err := cluster.ModuleRoot(".")
+		if err != nil {
+			binsErr = err
+			return
+		}
+		if binsDir, binsErr = os.MkdirTemp("", "realrun-bins-"); binsErr != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		bins, binsErr = cluster.Build(ctx, root, binsDir)
+	})
+	if binsErr != nil {
+		t.Fatal(binsErr)
+	}
+	return bins
+}
+
+// A short real-mode download run: two hives download from the fake hub through their proxies
+// while it answers 429 with Retry-After (the scenario's hub-rate-limit, compressed); the hives
+// wait it out, every download registered has the hub's sha256, and the run passes. Then a
+// request in the hub's log is moved into a Retry-After, and the same judge must fail the run.
+func TestRealRateLimitRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binaries and runs real processes for about 15 s")
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the go tool is not on PATH: cannot build the binaries")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e, err := scenario.Lookup("provisioner/rate-limit-429")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := e.Generate(1, scenario.Knobs{})
+	dir := t.TempDir()
+	res, err := Run(ctx, sc, Options{Bins: buildBins(t), Dir: dir, Chaos: 6 * time.Second, Settle: 8 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Passed {
+		t.Fatalf("the real run failed: %+v (logs in %s)", res.Checkers, dir)
+	}
+	if c := checker(t, res, "no request to the hub before its Retry-After (real run: seen at the hub)"); !strings.Contains(c.Detail, "answers with 429") || strings.HasPrefix(c.Detail, "0 ") {
+		t.Fatalf("no 429 was answered: %+v", c)
+	}
+	if c := checker(t, res, "every downloaded model has the hub's sha256"); strings.HasPrefix(c.Detail, "0 ") {
+		t.Fatalf("nothing was downloaded: %+v", c)
+	}
+	// An early request: the first request after a 429 moved to just after it.
+	b, err := os.ReadFile(filepath.Join(dir, "hub.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hl hubLog
+	if err := json.Unmarshal(b, &hl); err != nil {
+		t.Fatal(err)
+	}
+	moved := false
+	for i, q := range hl.Requests {
+		if q.Status != 429 || q.RetryAfter == 0 {
+			continue
+		}
+		for j := i + 1; j < len(hl.Requests); j++ {
+			if r := &hl.Requests[j]; r.Host == q.Host && strings.Contains(r.Path, "/resolve/") {
+				r.At = q.At.Add(q.RetryAfter / 2)
+				moved = true
+				break
+			}
+		}
+		break
+	}
+	if !moved {
+		t.Fatal("no request after a 429 to move")
+	}
+	if b, err = json.Marshal(hl); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hub.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad, err := JudgeDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bad.Passed || checker(t, bad, "no request to the hub before its Retry-After (real run: seen at the hub)").OK {
+		t.Fatalf("a request inside a Retry-After passed: %+v", bad.Checkers)
 	}
 }
 
