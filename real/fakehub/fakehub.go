@@ -262,38 +262,27 @@ func (s *Server) BreakNext(n int, afterBytes int64) {
 // body, until the client gives up or the connection closes (http.Server.Close closes it;
 // httptest.Server.Close waits for it). It replaces any earlier setting; n 0 turns it off. It
 // comes before FailNext: a hung request uses none of FailNext's n.
-func (s *Server) HangNext(n int) {
-	if n < 0 {
-		panic(fmt.Sprintf("fakehub: HangNext(%d): must not be negative", n))
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.hangN = n
-}
+func (s *Server) HangNext(n int) { s.setCount("HangNext", &s.hangN, n) }
 
 // CorruptNext makes the next n non-empty GET bodies (200 or 206) carry one flipped byte (XOR
 // 0xFF), the one in the middle of the body's range, with headers (ETag, sizes) unchanged: a
 // client that checks the sha256 catches it. A body BreakNext cuts before that byte arrives
 // whole. It replaces any earlier setting; n 0 turns it off.
-func (s *Server) CorruptNext(n int) {
-	if n < 0 {
-		panic(fmt.Sprintf("fakehub: CorruptNext(%d): must not be negative", n))
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.corruptN = n
-}
+func (s *Server) CorruptNext(n int) { s.setCount("CorruptNext", &s.corruptN, n) }
 
 // IgnoreRangeNext makes the next n GETs with a satisfiable Range be answered 200 with the
 // whole file, as a server that ignores Range does (the client must start over). It replaces
 // any earlier setting; n 0 turns it off.
-func (s *Server) IgnoreRangeNext(n int) {
+func (s *Server) IgnoreRangeNext(n int) { s.setCount("IgnoreRangeNext", &s.ignoreN, n) }
+
+// setCount sets one of the "next n requests" faults; n must not be negative.
+func (s *Server) setCount(name string, field *int, n int) {
 	if n < 0 {
-		panic(fmt.Sprintf("fakehub: IgnoreRangeNext(%d): must not be negative", n))
+		panic(fmt.Sprintf("fakehub: %s(%d): must not be negative", name, n))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.ignoreN = n
+	*field = n
 }
 
 // Gate closes repo: requests for its files get 401 GatedRepo without a token and 403
