@@ -7,7 +7,7 @@
 //	RBEE_PEERS      routes to the hive and the queen: "hive-1=http://127.0.0.1:7900,queen=..."
 //	RBEE_LISTEN_HOST    the host to listen on (the hive's; default 127.0.0.1)
 //	RBEE_ADVERTISE_HOST the host the others reach it at (the host of the hive's URL)
-//	RBEE_API_KEY    the cluster's key (not needed with RBEE_DEV=1)
+//	RBEE_API_KEY, RBEE_CLUSTER_KEY  the keys (see real/daemon; not needed with RBEE_DEV=1)
 //	RBEE_DEV        1: dev mode (no key, loopback only)
 //	RBEE_DATA_DIR   the data folder (default ~/.rbee); RBEE_MACHINE its machine folder
 //	RBEE_ENGINE     which engine serves the model:

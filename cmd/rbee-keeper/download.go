@@ -171,7 +171,7 @@ func startHiveClient(hiveAddr, hiveURL, logLevel string, stderr io.Writer) (*hiv
 		return nil, err
 	}
 	d, err := daemon.Start(daemon.Options{Name: "rbee-keeper", DataDir: dir, Listen: "127.0.0.1:0",
-		Peers: []string{hiveAddr + "=" + hiveURL}, Dev: os.Getenv(daemon.KeyEnv) == "", LogLevel: logLevel})
+		Peers: []string{hiveAddr + "=" + hiveURL}, Dev: os.Getenv(daemon.KeyEnv) == "" && os.Getenv(daemon.ClusterKeyEnv) == "", LogLevel: logLevel})
 	if err != nil {
 		os.RemoveAll(dir)
 		fmt.Fprintln(stderr, err)

@@ -227,6 +227,10 @@ func resolveAlias(c commonFlags, name string, stderr io.Writer) string {
 }
 
 func firstKey() string {
-	keys := strings.Split(os.Getenv(daemon.KeyEnv), ",")
-	return strings.TrimSpace(keys[0])
+	for _, env := range []string{daemon.KeyEnv, daemon.ClusterKeyEnv} { // as the queen falls back
+		if k := strings.TrimSpace(strings.Split(os.Getenv(env), ",")[0]); k != "" {
+			return k
+		}
+	}
+	return ""
 }

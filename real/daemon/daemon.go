@@ -29,9 +29,28 @@ import (
 	"github.com/rbee-sim/rbee-sim/real/transport"
 )
 
-// KeyEnv is the environment variable that holds the cluster's API keys (comma-separated; the
-// first is the one this process sends).
+// KeyEnv is the environment variable that holds the public API's keys (comma-separated, so a
+// key can be rotated): what clients of the queen's API send.
 const KeyEnv = "RBEE_API_KEY"
+
+// ClusterKeyEnv holds the keys of the traffic between components (the transport); the first
+// is the one this process sends. Set it apart from RBEE_API_KEY so that a client of the
+// public API cannot speak as a hive or a worker. When only one of the two is set, it serves
+// both.
+const ClusterKeyEnv = "RBEE_CLUSTER_KEY"
+
+// keyPolicies are the public API's and the transport's policies from the environment; each
+// falls back to the other's keys when its own variable is empty.
+func keyPolicies(dev bool) (api, cluster auth.Policy) {
+	apiKeys, clusterKeys := auth.KeysFromEnv(KeyEnv), auth.KeysFromEnv(ClusterKeyEnv)
+	if len(apiKeys) == 0 {
+		apiKeys = clusterKeys
+	}
+	if len(clusterKeys) == 0 {
+		clusterKeys = apiKeys
+	}
+	return auth.Policy{Keys: apiKeys, DevMode: dev}, auth.Policy{Keys: clusterKeys, DevMode: dev}
+}
 
 // Version is the version every rbee binary reports (--version); a hive refuses a worker
 // binary that reports another.
@@ -105,7 +124,9 @@ type D struct {
 	RT        *real.Runtime
 	Transport *transport.Transport
 	Mux       *http.ServeMux
-	Policy    auth.Policy
+	// Policy guards the public API (RBEE_API_KEY); the transport has the cluster's
+	// (RBEE_CLUSTER_KEY).
+	Policy auth.Policy
 	// Key is the key this process sends to its peers ("" in dev mode).
 	Key string
 	// URL is the advertised base URL.
@@ -140,10 +161,11 @@ func Start(o Options) (*D, error) {
 	if o.Machine == "" {
 		o.Machine = "local"
 	}
-	keys := auth.KeysFromEnv(KeyEnv)
-	policy := auth.Policy{Keys: keys, DevMode: o.Dev}
-	if err := policy.CheckBind(o.Listen); err != nil {
-		return nil, fmt.Errorf("%s: %w", o.Name, err)
+	policy, clusterPolicy := keyPolicies(o.Dev)
+	for _, p := range []auth.Policy{policy, clusterPolicy} {
+		if err := p.CheckBind(o.Listen); err != nil {
+			return nil, fmt.Errorf("%s: %w", o.Name, err)
+		}
 	}
 	peers := map[node.Addr]string{}
 	for _, p := range o.Peers {
@@ -158,9 +180,9 @@ func Start(o Options) (*D, error) {
 		return nil, fmt.Errorf("%s: cannot listen on %s: %w (is another process using the port? pick another with --listen)", o.Name, o.Listen, err)
 	}
 	d := &D{Opts: o, Log: log, Mux: http.NewServeMux(), Policy: policy, ln: ln}
-	if len(keys) > 0 {
-		d.Key = keys[0]
-		log.Info("API keys loaded", "send", auth.Fingerprint(d.Key), "accepted", len(keys))
+	if len(clusterPolicy.Keys) > 0 {
+		d.Key = clusterPolicy.Keys[0]
+		log.Info("keys loaded", "send", auth.Fingerprint(d.Key), "cluster keys", len(clusterPolicy.Keys), "API keys", len(policy.Keys))
 	} else {
 		log.Warn("dev mode: no API key; only loopback clients are answered")
 	}
@@ -204,7 +226,7 @@ func Start(o Options) (*D, error) {
 		Advertise: d.URL,
 		Peers:     peers,
 		Key:       d.Key,
-		Policy:    policy,
+		Policy:    clusterPolicy,
 		Logger:    log,
 		Local:     rt.Has,
 		Addrs:     rt.Addrs,
