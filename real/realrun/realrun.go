@@ -91,8 +91,8 @@ func Check(sc scenario.Scenario) error {
 	}
 	for _, h := range sc.Hives {
 		switch {
-		case h.MissingBinary || h.WorkerVersion != "" || len(h.IgnoreTerm) > 0 || len(h.HeldPorts) > 0 || len(h.Started) > 0 || h.ShutdownAt > 0:
-			why = append(why, fmt.Sprintf("hive %s uses lifecycle set-ups (missing binary, versions, held ports, starts on request, shutdown)", h.Addr))
+		case h.MissingBinary || h.WorkerVersion != "" || len(h.IgnoreTerm) > 0 || len(h.HeldPorts) > 0 || h.ShutdownAt > 0:
+			why = append(why, fmt.Sprintf("hive %s uses lifecycle set-ups (missing binary, versions, held ports, workers ignoring TERM, a shutdown at a time)", h.Addr))
 		}
 	}
 	if len(sc.Drains) > 0 {
@@ -192,11 +192,15 @@ func Run(ctx context.Context, sc scenario.Scenario, o Options) (scenario.Result,
 		skipped = append(skipped, "the machines' downlink limits (downlinks: no real injector; the hives' downloads and control traffic share no limited link)")
 	}
 	cctx, cancel := context.WithTimeout(ctx, chaosFor)
+	clientsStarted := r.clientStarts(r.scale(chaosFor))
 	// It undoes every fault still on when it ends. A step that failed is in the timeline with
 	// its error (and was said as it happened); the run goes on and is judged without it.
 	tl, _ := chaos.Run(cctx, steps, clock.New())
 	<-cctx.Done() // the chaos phase lasts its time, faults or not
 	cancel()
+	if err := clientsStarted(); err != nil {
+		return scenario.Result{}, err
+	}
 	r.timeline = tl
 	r.healAll()
 	r.say("settle phase: %v", settleFor)
@@ -306,10 +310,7 @@ func (r *run) setUp(ctx context.Context) error {
 		}
 	}
 	r.say("queen and %d hives up", len(r.sc.Hives))
-	if err := r.startClients(); err != nil {
-		return err
-	}
-	return r.startAllClients()
+	return r.startClients()
 }
 
 // lowPort picks a free port below Linux's ephemeral range (32768 and up), where the proxies'
@@ -505,7 +506,7 @@ func (r *run) startClients() error {
 			return err
 		}
 	}
-	r.say("%d clients started", len(r.clientAddrs()))
+	r.say("%d clients ready; each starts at its scaled time in the chaos phase", len(r.clientAddrs()))
 	return nil
 }
 
@@ -545,14 +546,46 @@ func (r *run) retarget(a node.Addr, url string) error {
 	return nil
 }
 
-// startAllClients starts the client nodes (after every proxy points at its listener).
-func (r *run) startAllClients() error {
-	for _, a := range r.clientAddrs() {
-		if err := r.clients[a].RT.StartAll(); err != nil {
-			return err
-		}
+// clientStarts starts each client node at its time in the chaos phase: the simulator starts
+// registry clients at 1s and the others at 2s, 100ms apart, and a fault scheduled "just before
+// the clients start" (e2e/cold-start's first 503s) must come before them here too. The times
+// are scaled as the faults are. The returned function waits for the starts still pending and
+// reports the first error.
+func (r *run) clientStarts(k float64) (wait func() error) {
+	var mu sync.Mutex
+	var first error
+	var wg sync.WaitGroup
+	at := func(base time.Duration, i int) time.Duration {
+		return time.Duration(float64(base+time.Duration(i)*100*time.Millisecond) * k)
 	}
-	return nil
+	start := func(a node.Addr, d time.Duration) {
+		wg.Add(1)
+		time.AfterFunc(d, func() {
+			defer wg.Done()
+			if err := r.clients[a].RT.StartAll(); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = fmt.Errorf("realrun: starting client %s: %w", a, err)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for i, c := range r.sc.Clients {
+		start(c.Addr, at(time.Second, i))
+	}
+	for i, c := range r.sc.InferClients {
+		start(c.Addr, at(2*time.Second, i))
+	}
+	for i, c := range r.sc.CatalogClients {
+		start(c.Addr, at(2*time.Second, i))
+	}
+	return func() error {
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		return first
+	}
 }
 
 // healAll ends the chaos phase: every proxy fault cleared, paused processes resumed, crashed
