@@ -83,9 +83,21 @@ func (u Unsupported) Error() string {
 	return "this scenario cannot run on real processes yet: " + strings.Join(u.Why, "; ")
 }
 
+// requiredByFault are required paths that only a fault kind with no real injector reaches:
+// a scenario that requires one is about that fault and cannot be judged on real processes.
+var requiredByFault = map[string]string{
+	"worker fell back after device fault": "device-fault",
+	"worker stale-but-busy":               "worker-hang",
+}
+
 // Check says whether sc can run on real processes.
 func Check(sc scenario.Scenario) error {
 	var why []string
+	for _, m := range sc.Require {
+		if k, ok := requiredByFault[m]; ok {
+			why = append(why, fmt.Sprintf("it is about %q, which only %s faults reach, and they have no real injector", m, k))
+		}
+	}
 	if err := checkHub(sc); err != nil {
 		why = append(why, err.Error())
 	}
@@ -413,7 +425,9 @@ func (r *run) startHive(ctx context.Context, h scenario.HiveSpec) error {
 		args = append(args, "--worker-binary", r.o.Bins.Path(cluster.Worker), "--eos-mean", strconv.Itoa(scenario.EngineEOSMean(r.sc)),
 			"--base-port", strconv.Itoa(20000+1000*len(r.servers)))
 		if h.IdleTimeout > 0 {
-			args = append(args, "--idle-timeout", h.IdleTimeout.String())
+			// Compressed with the requests, but long enough for a status report or two (the
+			// hive judges idleness by the workers' 5 s reports).
+			args = append(args, "--idle-timeout", max(r.scaled(h.IdleTimeout, r.scale(min(r.sc.Chaos, r.o.Chaos))), 8*time.Second).String())
 		}
 	}
 	var env []string
