@@ -25,22 +25,22 @@ var realKinds = map[string]bool{
 	"disk-flip": true, "disk-clobber-header": true, "disk-truncate": true,
 }
 
-// scale is the factor the scenario's fault times are multiplied by: a simulated chaos phase
-// of ten minutes runs in the real run's shorter one, with its faults in the same order and
-// proportions. 1 when the scenario's phase fits.
-func (r *run) scale(chaosFor time.Duration) float64 {
-	if r.sc.Chaos <= chaosFor {
+// compression is the factor a scenario's times are multiplied by in a real run: a simulated
+// chaos phase of ten minutes runs in the real run's shorter one, with its faults, requests and
+// client timings in the same order and proportions. 1 when the scenario's phase fits.
+func compression(simChaos, realChaos time.Duration) float64 {
+	if simChaos <= realChaos {
 		return 1
 	}
-	return float64(chaosFor) / float64(r.sc.Chaos)
+	return float64(realChaos) / float64(simChaos)
 }
 
-// scaled is d compressed by k, at least 50ms; zero (a default) stays zero.
-func (r *run) scaled(d time.Duration, k float64) time.Duration {
+// scaled is d compressed by r.k, at least 50ms; zero (a default) stays zero.
+func (r *run) scaled(d time.Duration) time.Duration {
 	if d == 0 {
 		return 0
 	}
-	return max(time.Duration(float64(d)*k), 50*time.Millisecond)
+	return max(time.Duration(float64(d)*r.k), 50*time.Millisecond)
 }
 
 // steps turns the scenario's faults into wall-clock steps (their times scaled); the others
@@ -48,7 +48,7 @@ func (r *run) scaled(d time.Duration, k float64) time.Duration {
 func (r *run) steps(chaosFor time.Duration) ([]chaos.Step, []string) {
 	var steps []chaos.Step
 	var skipped []string
-	k := r.scale(chaosFor)
+	k := r.k
 	for _, f := range r.sc.Faults {
 		desc := fmt.Sprintf("%s at %v", f.Kind, f.At)
 		f.At = time.Duration(float64(f.At) * k)

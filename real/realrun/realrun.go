@@ -133,6 +133,7 @@ type proc struct {
 type run struct {
 	sc    scenario.Scenario
 	o     Options
+	k     float64 // the compression of the scenario's times (see compression)
 	start time.Time
 	log   *slog.Logger
 
@@ -189,6 +190,7 @@ func Run(ctx context.Context, sc scenario.Scenario, o Options) (scenario.Result,
 	r := &run{sc: sc, o: o, log: o.Logger, ports: map[node.Addr]int{}, servers: map[node.Addr]*proc{},
 		clients: map[node.Addr]*cluster.Harness{}, proxies: map[[2]node.Addr]*chaos.Proxy{}, injected: map[string]int{},
 		marks: map[string]int{}, net: netFaults{cuts: map[*chaos.Proxy]int{}}}
+	r.k = compression(sc.Chaos, o.Chaos)
 	defer r.teardown()
 	if err := r.setUp(ctx); err != nil {
 		return scenario.Result{}, err
@@ -196,15 +198,15 @@ func Run(ctx context.Context, sc scenario.Scenario, o Options) (scenario.Result,
 	chaosFor := min(sc.Chaos, o.Chaos)
 	settleFor := min(sc.Settle, o.Settle)
 	steps, skipped := r.steps(chaosFor)
-	r.say("chaos phase: %v, %d faults (%d left out), the scenario's fault times scaled by %.3f", chaosFor, len(steps), len(skipped), r.scale(chaosFor))
+	r.say("chaos phase: %v, %d faults (%d left out), the scenario's fault times scaled by %.3f", chaosFor, len(steps), len(skipped), r.k)
 	// Model files that appear or are deleted during the run are steps too (not faults).
-	msteps, mskipped := r.modelSteps(chaosFor, r.scale(chaosFor))
+	msteps, mskipped := r.modelSteps(chaosFor, r.k)
 	steps, skipped = append(steps, msteps...), append(skipped, mskipped...)
 	if len(sc.Downlinks) > 0 {
 		skipped = append(skipped, "the machines' downlink limits (downlinks: no real injector; the hives' downloads and control traffic share no limited link)")
 	}
 	cctx, cancel := context.WithTimeout(ctx, chaosFor)
-	clientsStarted := r.clientStarts(r.scale(chaosFor))
+	clientsStarted := r.clientStarts(r.k)
 	// It undoes every fault still on when it ends. A step that failed is in the timeline with
 	// its error (and was said as it happened); the run goes on and is judged without it.
 	tl, _ := chaos.Run(cctx, steps, clock.New())
@@ -379,12 +381,11 @@ func (r *run) startQueen(ctx context.Context) error {
 	args := append(r.common(q.Addr), "--addr", string(q.Addr), "--max-workers", strconv.Itoa(q.MaxWorkers))
 	// The queen's timeouts are compressed with the rest, but never below what the hives'
 	// heartbeats need: a timeout of three heartbeats, a grace of two.
-	k := r.scale(min(r.sc.Chaos, r.o.Chaos))
 	if q.HeartbeatTimeout > 0 {
-		args = append(args, "--heartbeat-timeout", max(r.scaled(q.HeartbeatTimeout, k), 3*r.o.Heartbeat).String())
+		args = append(args, "--heartbeat-timeout", max(r.scaled(q.HeartbeatTimeout), 3*r.o.Heartbeat).String())
 	}
 	if q.StaleGrace > 0 {
-		args = append(args, "--stale-grace", max(r.scaled(q.StaleGrace, k), 2*r.o.Heartbeat).String())
+		args = append(args, "--stale-grace", max(r.scaled(q.StaleGrace), 2*r.o.Heartbeat).String())
 	}
 	return r.startServer(ctx, q.Addr, cluster.Queen, args)
 }
@@ -427,7 +428,7 @@ func (r *run) startHive(ctx context.Context, h scenario.HiveSpec) error {
 		if h.IdleTimeout > 0 {
 			// Compressed with the requests, but long enough for a status report or two (the
 			// hive judges idleness by the workers' 5 s reports).
-			args = append(args, "--idle-timeout", max(r.scaled(h.IdleTimeout, r.scale(min(r.sc.Chaos, r.o.Chaos))), 8*time.Second).String())
+			args = append(args, "--idle-timeout", max(r.scaled(h.IdleTimeout), 8*time.Second).String())
 		}
 	}
 	var env []string
@@ -436,7 +437,7 @@ func (r *run) startHive(ctx context.Context, h scenario.HiveSpec) error {
 		// harness's environment would open the gated repositories).
 		args = append(args, "--hub-url", "http://"+r.proxies[[2]node.Addr{h.Addr, scenario.HubAddr}].Addr())
 		env = append(env, "HF_TOKEN=")
-		args = append(args, provisionerFlags(r.sc.Provisioner, r.scale(min(r.sc.Chaos, r.o.Chaos)))...)
+		args = append(args, provisionerFlags(r.sc.Provisioner, r.k)...)
 	}
 	return r.startServer(ctx, h.Addr, cluster.Hive, args, env...)
 }
@@ -484,12 +485,12 @@ func (r *run) startServer(ctx context.Context, a node.Addr, bin string, args []s
 // startClients starts each client node in a harness process of its own, with its history
 // recorded.
 func (r *run) startClients() error {
-	k := r.scale(min(r.sc.Chaos, r.o.Chaos))
+	k := r.k
 	for i, c := range r.sc.Clients {
 		kcfg := c.Keeper
 		// The workload is compressed as the faults are: a client that works on a worker for
 		// three simulated minutes does so for k times that.
-		kcfg.ThinkTime, kcfg.WorkTime, kcfg.UseTimeout = r.scaled(kcfg.ThinkTime, k), r.scaled(kcfg.WorkTime, k), r.scaled(kcfg.UseTimeout, k)
+		kcfg.ThinkTime, kcfg.WorkTime, kcfg.UseTimeout = r.scaled(kcfg.ThinkTime), r.scaled(kcfg.WorkTime), r.scaled(kcfg.UseTimeout)
 		if err := r.startClient(c.Addr, uint64(i), func() node.Node { return keeper.New(kcfg) }); err != nil {
 			return err
 		}
@@ -511,7 +512,7 @@ func (r *run) startClients() error {
 		if ccfg.ThinkTime == 0 {
 			ccfg.ThinkTime = time.Second
 		}
-		ccfg.ThinkTime = r.scaled(ccfg.ThinkTime, k)
+		ccfg.ThinkTime = r.scaled(ccfg.ThinkTime)
 		ccfg.Script = append([]keeper.CatalogStep(nil), ccfg.Script...)
 		for j := range ccfg.Script {
 			ccfg.Script[j].At = time.Duration(float64(ccfg.Script[j].At) * k)
