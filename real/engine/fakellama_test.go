@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -130,12 +131,7 @@ func (f *fakeLlama) completion(w http.ResponseWriter, r *http.Request) {
 	status, retry, stream := f.postStatus, f.retryAfter, f.stream
 	f.mu.Unlock()
 	if status != 0 {
-		if retry != "" {
-			w.Header().Set("Retry-After", retry)
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		fmt.Fprintf(w, `{"error":{"code":%d,"message":"fake refusal %d","type":"unavailable_error"}}`, status, status)
+		refuse(w, status, retry, fmt.Sprintf(`{"error":{"code":%d,"message":"fake refusal %d","type":"unavailable_error"}}`, status, status))
 		return
 	}
 	slot := f.takeSlot()
@@ -214,4 +210,15 @@ func sseWrite(w http.ResponseWriter, lines ...string) {
 		fmt.Fprint(w, l)
 	}
 	w.(http.Flusher).Flush()
+}
+
+// refuse answers a fake server's refusal: status, an optional Retry-After, and the server's
+// own JSON error body.
+func refuse(w http.ResponseWriter, status int, retryAfter, body string) {
+	if retryAfter != "" {
+		w.Header().Set("Retry-After", retryAfter)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	io.WriteString(w, body)
 }

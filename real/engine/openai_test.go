@@ -93,12 +93,7 @@ func (f *fakeOpenAI) completions(w http.ResponseWriter, r *http.Request) {
 	status, retry, stream := f.status, f.retryAfter, f.stream
 	f.mu.Unlock()
 	if status != 0 {
-		if retry != "" {
-			w.Header().Set("Retry-After", retry)
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		fmt.Fprintf(w, `{"object":"error","message":"fake refusal %d","type":"ServiceUnavailableError","code":%d}`, status, status)
+		refuse(w, status, retry, fmt.Sprintf(`{"object":"error","message":"fake refusal %d","type":"ServiceUnavailableError","code":%d}`, status, status))
 		return
 	}
 	if b.Model != servedModel {
