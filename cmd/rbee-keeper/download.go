@@ -9,7 +9,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/rbee-sim/rbee-sim/orch/api"
 	"github.com/rbee-sim/rbee-sim/orch/node"
@@ -44,66 +43,36 @@ func downloadCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer h.close()
-	d := h.d
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if *timeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	req.ReqID = rand.Uint64()
+	stop := proc.NotifyTerm(ctx, cancel)
+	defer stop()
 	bar := &progressBar{w: stderr, name: req.Repo + "/" + req.File}
-	result := make(chan api.CatalogResp, 1)
-	var once sync.Once
-	var sendFn real.Send
-	if err := d.RT.AddPort("keeper", func(send real.Send) real.Port {
-		sendFn = send
-		return portFunc(func(from node.Addr, m node.Msg) {
-			switch m := m.(type) {
-			case provision.Progress:
-				bar.update(m)
-			case api.CatalogResp:
-				if m.ReqID == req.ReqID {
-					once.Do(func() { result <- m })
-				}
-			}
-		})
-	}); err != nil {
+	send, answers, err := h.listen(bar, nil)
+	if err != nil {
 		fmt.Fprintln(stderr, "rbee-keeper:", err)
 		return 1
 	}
-	go d.Serve(ctx)
-	stop := proc.NotifyTerm(ctx, cancel)
-	defer stop()
-	// Sent again with the same ReqID until answered: the hive joins repeats to one download.
-	tick := time.NewTicker(2 * time.Second)
-	defer tick.Stop()
-	sendFn(node.Addr(hiveAddr), req)
-	for {
-		select {
-		case r := <-result:
-			bar.finish()
-			if !r.Err.OK() {
-				fmt.Fprintf(stderr, "rbee-keeper download: %s: %s\n", r.Err.Code, r.Err.Message)
-				if r.Err.Suggestion != "" {
-					fmt.Fprintf(stderr, "  what to do: %s\n", r.Err.Suggestion)
-				}
-				return 1
-			}
-			fmt.Fprintf(stdout, "%s is in the catalog of %s: %s\n", r.Model.ID, hiveAddr, r.Model.LocalPath)
-			return 0
-		case <-tick.C:
-			sendFn(node.Addr(hiveAddr), req)
-		case <-ctx.Done():
-			bar.finish()
-			if ctx.Err() == context.DeadlineExceeded {
-				fmt.Fprintf(stderr, "rbee-keeper download: no answer from %s at %s within %v; the download goes on at the hive if it started\n", hiveAddr, hiveURL, *timeout)
-				return 4
-			}
-			fmt.Fprintln(stderr, "rbee-keeper download: interrupted; the hive finishes the download on its own")
-			return 130
-		}
+	go h.d.Serve(ctx)
+	req.ReqID = rand.Uint64()
+	m, code := ask(ctx, send, node.Addr(hiveAddr), req, answers, func(m node.Msg) bool {
+		r, ok := m.(api.CatalogResp)
+		return ok && r.ReqID == req.ReqID
+	}, nil)
+	bar.finish()
+	if code != 0 {
+		return askFailed(code, hiveAddr, hiveURL, stderr)
 	}
+	r := m.(api.CatalogResp)
+	if !r.Err.OK() {
+		return printErr(stderr, "download", r.Err)
+	}
+	fmt.Fprintf(stdout, "%s is in the catalog of %s: %s\n", r.Model.ID, hiveAddr, r.Model.LocalPath)
+	return 0
 }
 
 // portFunc is a Port made of a function.
@@ -178,6 +147,33 @@ func startHiveClient(hiveAddr, hiveURL, logLevel string, stderr io.Writer) (*hiv
 		return nil, err
 	}
 	return &hiveClient{d: d, dir: dir}, nil
+}
+
+// listen adds the command's port: download progress goes to bar, a started worker's loading
+// to spin (when set), every other message to answers; it returns the port's Send.
+func (h *hiveClient) listen(bar *progressBar, spin *spinner) (real.Send, <-chan node.Msg, error) {
+	answers := make(chan node.Msg, 16)
+	var send real.Send
+	err := h.d.RT.AddPort("keeper", func(s real.Send) real.Port {
+		send = s
+		return portFunc(func(_ node.Addr, m node.Msg) {
+			switch m := m.(type) {
+			case provision.Progress:
+				bar.update(m)
+				return
+			case api.WorkerLoading:
+				if spin != nil {
+					spin.loading(m.Percent)
+				}
+				return
+			}
+			select {
+			case answers <- m:
+			default: // nobody reads any more (answered, or given up): never block the transport
+			}
+		})
+	})
+	return send, answers, err
 }
 
 func (h *hiveClient) close() {

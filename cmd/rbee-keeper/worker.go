@@ -12,7 +12,6 @@ import (
 
 	"github.com/rbee-sim/rbee-sim/orch/api"
 	"github.com/rbee-sim/rbee-sim/orch/node"
-	"github.com/rbee-sim/rbee-sim/orch/provision"
 	"github.com/rbee-sim/rbee-sim/real"
 	"github.com/rbee-sim/rbee-sim/real/proc"
 )
@@ -61,25 +60,8 @@ func workerCmd(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	bar := &progressBar{w: stderr, name: model}
 	spin := &spinner{w: stderr, what: "starting the worker (spawn, load the model, register)"}
-	answers := make(chan node.Msg, 16)
-	var send real.Send
-	if err := h.d.RT.AddPort("keeper", func(s real.Send) real.Port {
-		send = s
-		return portFunc(func(_ node.Addr, m node.Msg) {
-			if p, ok := m.(provision.Progress); ok {
-				bar.update(p)
-				return
-			}
-			if l, ok := m.(api.WorkerLoading); ok {
-				spin.loading(l.Percent)
-				return
-			}
-			select {
-			case answers <- m:
-			default: // nobody reads any more (answered, or given up): never block the transport
-			}
-		})
-	}); err != nil {
+	send, answers, err := h.listen(bar, spin)
+	if err != nil {
 		fmt.Fprintln(stderr, "rbee-keeper:", err)
 		return 1
 	}
